@@ -1,0 +1,248 @@
+package jetstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// Store reads and writes history, status records and the registry.
+type Store struct {
+	js       jetstream.JetStream
+	history  jetstream.KeyValue
+	status   jetstream.KeyValue
+	registry jetstream.KeyValue
+	hstream  jetstream.Stream
+}
+
+// Open binds to the provisioned buckets.
+func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	s := &Store{js: js}
+	var err error
+	if s.history, err = js.KeyValue(ctx, messages.HistoryBucket); err != nil {
+		return nil, fmt.Errorf("open history bucket: %w", err)
+	}
+	if s.status, err = js.KeyValue(ctx, messages.StatusBucket); err != nil {
+		return nil, fmt.Errorf("open status bucket: %w", err)
+	}
+	if s.registry, err = js.KeyValue(ctx, messages.RegistryBucket); err != nil {
+		return nil, fmt.Errorf("open registry bucket: %w", err)
+	}
+	if s.hstream, err = js.Stream(ctx, "KV_"+messages.HistoryBucket); err != nil {
+		return nil, fmt.Errorf("open history stream: %w", err)
+	}
+	return s, nil
+}
+
+// StatusKV returns the status bucket, for watchers.
+func (s *Store) StatusKV() jetstream.KeyValue { return s.status }
+
+func episodeKey(instanceID, executionID string, episode uint64) string {
+	return fmt.Sprintf("%s.%s.%d", messages.Token(instanceID), messages.Token(executionID), episode)
+}
+
+// AppendEpisode commits episode number episode (1-based) of a run. The
+// write is a Create: if that episode is already committed, by this caller
+// earlier or by another worker, it returns ErrConflict and changes nothing.
+func (s *Store) AppendEpisode(ctx context.Context, instanceID, executionID string, episode uint64, events []messages.Event) error {
+	b, err := messages.Encode(&messages.Episode{V: messages.SchemaVersion, Events: events})
+	if err != nil {
+		return err
+	}
+	if _, err := s.history.Create(ctx, episodeKey(instanceID, executionID, episode), b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return ErrConflict
+		}
+		return fmt.Errorf("append episode %d of %s: %w", episode, instanceID, err)
+	}
+	return nil
+}
+
+// LoadHistory returns every event of a run, in commit order, and the number
+// of episodes read. A run with no history returns no events and no error.
+func (s *Store) LoadHistory(ctx context.Context, instanceID, executionID string) ([]messages.Event, uint64, error) {
+	prefix := messages.Token(instanceID) + "." + messages.Token(executionID) + "."
+	w, err := s.history.Watch(ctx, prefix+"*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, 0, fmt.Errorf("load history of %s: %w", instanceID, err)
+	}
+	defer w.Stop()
+	var (
+		events   []messages.Event
+		episodes uint64
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("load history of %s: %w", instanceID, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, 0, fmt.Errorf("load history of %s: watcher closed", instanceID)
+			}
+			if e == nil {
+				return events, episodes, nil
+			}
+			ep, err := messages.DecodeEpisode(e.Value())
+			if err != nil {
+				return nil, 0, fmt.Errorf("load history of %s, key %s: %w", instanceID, e.Key(), err)
+			}
+			var n uint64
+			if _, err := fmt.Sscanf(e.Key()[strings.LastIndexByte(e.Key(), '.')+1:], "%d", &n); err != nil || n != episodes+1 {
+				return nil, 0, fmt.Errorf("load history of %s: key %s out of order after episode %d", instanceID, e.Key(), episodes)
+			}
+			episodes = n
+			events = append(events, ep.Events...)
+		}
+	}
+}
+
+// PurgeHistory deletes every episode of every run of an instance.
+func (s *Store) PurgeHistory(ctx context.Context, instanceID string) error {
+	subj := "$KV." + messages.HistoryBucket + "." + messages.Token(instanceID) + ".>"
+	if err := s.hstream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		return fmt.Errorf("purge history of %s: %w", instanceID, err)
+	}
+	return nil
+}
+
+// PurgeRun deletes the episodes of one run, after the instance has moved on.
+func (s *Store) PurgeRun(ctx context.Context, instanceID, executionID string) error {
+	subj := "$KV." + messages.HistoryBucket + "." + messages.Token(instanceID) + "." + messages.Token(executionID) + ".>"
+	if err := s.hstream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		return fmt.Errorf("purge run %s of %s: %w", executionID, instanceID, err)
+	}
+	return nil
+}
+
+// GetStatus returns the status record of an instance and its revision. If
+// the instance has none, ErrNotFound is returned.
+func (s *Store) GetStatus(ctx context.Context, instanceID string) (*messages.Status, uint64, error) {
+	e, err := s.status.Get(ctx, messages.Token(instanceID))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, ErrNotFound
+		}
+		return nil, 0, fmt.Errorf("get status of %s: %w", instanceID, err)
+	}
+	st, err := messages.DecodeStatus(e.Value())
+	if err != nil {
+		return nil, 0, fmt.Errorf("status of %s: %w", instanceID, err)
+	}
+	return st, e.Revision(), nil
+}
+
+// ErrStale is returned by PutStatus when a newer record is already stored.
+var ErrStale = errors.New("a newer status record is stored")
+
+// PutStatus writes st if it is not older than the stored record: a record
+// is newer if its run started later, or, for the same run, if it reflects
+// more episodes. rev is the revision the caller last saw (0 if unknown).
+// It returns the new revision; if the stored record is newer it returns
+// that record's revision and ErrStale.
+func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) (uint64, error) {
+	st.V = messages.SchemaVersion
+	b, err := messages.Encode(st)
+	if err != nil {
+		return 0, err
+	}
+	key := messages.Token(st.InstanceID)
+	for attempt := 0; attempt < 10; attempt++ {
+		var nrev uint64
+		if rev == 0 {
+			nrev, err = s.status.Create(ctx, key, b)
+		} else {
+			nrev, err = s.status.Update(ctx, key, b, rev)
+		}
+		if err == nil {
+			return nrev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, fmt.Errorf("put status of %s: %w", st.InstanceID, err)
+		}
+		cur, crev, gerr := s.GetStatus(ctx, st.InstanceID)
+		switch {
+		case errors.Is(gerr, ErrNotFound):
+			rev = 0
+			continue
+		case gerr != nil:
+			return 0, gerr
+		}
+		if newer(cur, st) {
+			return crev, ErrStale
+		}
+		rev = crev
+	}
+	return 0, fmt.Errorf("put status of %s: too many concurrent writers", st.InstanceID)
+}
+
+// newer reports whether a is strictly newer than b.
+func newer(a, b *messages.Status) bool {
+	if a.ExecutionID != b.ExecutionID {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return a.Episode > b.Episode
+}
+
+// CreateStatus writes a new record only if the instance has none, or if
+// the one stored has revision rev (pass the revision of a finished run to
+// reuse its ID). It returns ErrConflict when another writer was first.
+func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint64) (uint64, error) {
+	st.V = messages.SchemaVersion
+	b, err := messages.Encode(st)
+	if err != nil {
+		return 0, err
+	}
+	key := messages.Token(st.InstanceID)
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = s.status.Create(ctx, key, b)
+	} else {
+		nrev, err = s.status.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
+	}
+	return nrev, nil
+}
+
+// DeleteStatus removes an instance's status record.
+func (s *Store) DeleteStatus(ctx context.Context, instanceID string) error {
+	if err := s.status.Purge(ctx, messages.Token(instanceID)); err != nil {
+		return fmt.Errorf("delete status of %s: %w", instanceID, err)
+	}
+	return nil
+}
+
+// Kinds of registered names.
+const (
+	KindOrchestrator = "orchestrator"
+	KindActivity     = "activity"
+)
+
+// Register records that a worker hosts name of kind.
+func (s *Store) Register(ctx context.Context, kind, name string) error {
+	if _, err := s.registry.PutString(ctx, kind+"."+messages.Token(name), name); err != nil {
+		return fmt.Errorf("register %s %s: %w", kind, name, err)
+	}
+	return nil
+}
+
+// Registered reports whether some worker has registered name of kind.
+func (s *Store) Registered(ctx context.Context, kind, name string) (bool, error) {
+	_, err := s.registry.Get(ctx, kind+"."+messages.Token(name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("registry: %w", err)
+	}
+	return true, nil
+}
