@@ -68,7 +68,8 @@ type Instance struct {
 	final    *messages.Event // recorded ExecutionCompleted or ContinuedAsNew
 	csDirty  bool
 	csLast   []byte
-	episodes uint64
+	episodes  uint64
+	createdAt time.Time
 }
 
 // New returns an Instance of orchestrator fn with no history applied.
@@ -169,6 +170,7 @@ func (in *Instance) setCustomStatus(b []byte) {
 func (in *Instance) setStart(e *messages.Event) {
 	c := in.ctx
 	c.instanceID, c.executionID, c.name, c.input, c.parent = e.InstanceID, e.ExecutionID, e.Name, e.Input, e.Parent
+	in.createdAt = e.Timestamp
 	in.started = true
 }
 
@@ -522,6 +524,9 @@ func (in *Instance) Close() {
 // Started reports whether ExecutionStarted has been applied.
 func (in *Instance) Started() bool { return in.started }
 
+// InstanceID returns the instance ID from ExecutionStarted.
+func (in *Instance) InstanceID() string { return in.ctx.instanceID }
+
 // Name returns the orchestrator name from ExecutionStarted.
 func (in *Instance) Name() string { return in.ctx.name }
 
@@ -530,6 +535,9 @@ func (in *Instance) ExecutionID() string { return in.ctx.executionID }
 
 // Parent returns the parent of a sub-orchestration, or nil.
 func (in *Instance) Parent() *messages.ParentRef { return in.ctx.parent }
+
+// CreatedAt returns the time the run was started (its ExecutionStarted event).
+func (in *Instance) CreatedAt() time.Time { return in.createdAt }
 
 // Input returns the run's JSON input.
 func (in *Instance) Input() []byte { return in.ctx.input }

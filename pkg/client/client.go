@@ -1,0 +1,172 @@
+// Package client drives jetflow over NATS: it sends commands to the
+// dispatchers and reads status records straight from the status bucket.
+// The HTTP API is built on it.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// Errors returned by commands, matching the dispatcher's error codes. The
+// *Error returned wraps one of them.
+var (
+	ErrBadRequest = errors.New("bad request")
+	ErrNotFound   = errors.New("instance not found")
+	ErrConflict   = errors.New("conflict")
+	ErrGone       = errors.New("instance has finished")
+	ErrInternal   = errors.New("internal error")
+	// ErrUnavailable is returned when no dispatcher answered.
+	ErrUnavailable = errors.New("no dispatcher available")
+)
+
+// Error is a command refused by the dispatcher.
+type Error struct {
+	Code    messages.ErrorCode
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the sentinel for the error's code.
+func (e *Error) Unwrap() error {
+	switch e.Code {
+	case messages.CodeBadRequest:
+		return ErrBadRequest
+	case messages.CodeNotFound:
+		return ErrNotFound
+	case messages.CodeConflict:
+		return ErrConflict
+	case messages.CodeGone:
+		return ErrGone
+	}
+	return ErrInternal
+}
+
+// Client sends commands and reads status.
+type Client struct {
+	nc    *nats.Conn
+	store *jetstore.Store
+}
+
+// New returns a Client. The streams and buckets must be provisioned.
+func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*Client, error) {
+	store, err := jetstore.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{nc: nc, store: store}, nil
+}
+
+// Store returns the store the client reads from.
+func (c *Client) Store() *jetstore.Store { return c.store }
+
+const defaultTimeout = 10 * time.Second
+
+func (c *Client) send(ctx context.Context, cmd *messages.Command) (string, error) {
+	cmd.V = messages.SchemaVersion
+	b, err := messages.Encode(cmd)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
+	m, err := c.nc.RequestWithContext(ctx, messages.CommandSubject(cmd.Kind), b)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return "", ErrUnavailable
+		}
+		return "", fmt.Errorf("%s: %w", cmd.Kind, err)
+	}
+	r, err := messages.DecodeReply(m.Data)
+	if err != nil {
+		return "", fmt.Errorf("%s reply: %w", cmd.Kind, err)
+	}
+	if r.Code != messages.CodeOK {
+		return "", &Error{Code: r.Code, Message: r.Error}
+	}
+	return r.InstanceID, nil
+}
+
+// Start starts orchestrator name with JSON input. An empty instanceID has
+// one generated. It returns the instance ID.
+func (c *Client) Start(ctx context.Context, name, instanceID string, input []byte) (string, error) {
+	return c.send(ctx, &messages.Command{Kind: messages.CmdStart, Name: name, InstanceID: instanceID, Input: input})
+}
+
+// RaiseEvent raises event name with JSON data on an instance.
+func (c *Client) RaiseEvent(ctx context.Context, instanceID, name string, data []byte) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdRaiseEvent, InstanceID: instanceID, Name: name, Input: data})
+	return err
+}
+
+// Terminate ends a running instance.
+func (c *Client) Terminate(ctx context.Context, instanceID, reason string) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdTerminate, InstanceID: instanceID, Reason: reason})
+	return err
+}
+
+// Suspend pauses an instance; events raised meanwhile are kept.
+func (c *Client) Suspend(ctx context.Context, instanceID, reason string) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdSuspend, InstanceID: instanceID, Reason: reason})
+	return err
+}
+
+// Resume continues a suspended instance.
+func (c *Client) Resume(ctx context.Context, instanceID, reason string) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdResume, InstanceID: instanceID, Reason: reason})
+	return err
+}
+
+// Purge deletes the history and status of a finished instance.
+func (c *Client) Purge(ctx context.Context, instanceID string) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdPurge, InstanceID: instanceID})
+	return err
+}
+
+// Status returns an instance's status record. If there is none, ErrNotFound is returned.
+func (c *Client) Status(ctx context.Context, instanceID string) (*messages.Status, error) {
+	st, _, err := c.store.GetStatus(ctx, instanceID)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	return st, err
+}
+
+// WaitForCompletion watches an instance's status record until it is
+// terminal or ctx ends. It does not poll.
+func (c *Client) WaitForCompletion(ctx context.Context, instanceID string) (*messages.Status, error) {
+	w, err := c.store.StatusKV().Watch(ctx, messages.Token(instanceID))
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-w.Updates():
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			st, err := messages.DecodeStatus(e.Value())
+			if err != nil {
+				return nil, err
+			}
+			if st.RuntimeStatus.Terminal() {
+				return st, nil
+			}
+		}
+	}
+}

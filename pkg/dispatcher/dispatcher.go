@@ -1,0 +1,305 @@
+// Package dispatcher is jetflow's control plane: it provisions the streams
+// and buckets, answers client commands sent over NATS, and publishes
+// delayed messages (durable timers and activity retries) when they are due.
+// Any number of dispatchers may run; each command and each delayed message
+// is handled by one of them.
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// QueueGroup is the NATS queue group dispatchers share for commands.
+const QueueGroup = "jetflow-dispatcher"
+
+// Options configure a Dispatcher.
+type Options struct {
+	// Store configures provisioning.
+	Store jetstore.Config
+	// MaxDelay caps how long a delayed message is held before it is looked
+	// at again; 0 means one minute.
+	MaxDelay time.Duration
+	// Logger receives rejected commands and messages; nil discards.
+	Logger *zap.Logger
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher handles commands and delayed messages.
+type Dispatcher struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store *jetstore.Store
+	opts  Options
+	log   *zap.Logger
+}
+
+// New provisions the streams and buckets and returns a Dispatcher.
+func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts Options) (*Dispatcher, error) {
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := jetstore.Provision(ctx, js, opts.Store); err != nil {
+		return nil, err
+	}
+	store, err := jetstore.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	return &Dispatcher{nc: nc, js: js, store: store, opts: opts, log: opts.Logger}, nil
+}
+
+// Run serves commands and delayed messages until ctx ends, then finishes
+// the work in flight.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	work := context.WithoutCancel(ctx)
+	sub, err := d.nc.QueueSubscribe(messages.CommandSubjects, QueueGroup, func(m *nats.Msg) {
+		wg.Add(1)
+		defer wg.Done()
+		d.handleCommand(work, m)
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	if err := d.nc.Flush(); err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	cons, err := d.js.Consumer(ctx, messages.DelayStream, jetstore.DelayConsumer)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("bind delay consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		wg.Add(1)
+		defer wg.Done()
+		d.handleDelayed(work, m)
+	}, jetstream.PullMaxMessages(256))
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("consume delays: %w", err)
+	}
+	<-ctx.Done()
+	_ = sub.Drain()
+	cc.Drain()
+	<-cc.Closed()
+	wg.Wait()
+	return nil
+}
+
+// handleDelayed publishes a delayed message if it is due, or hands it back
+// to JetStream until it is. Publishing before the ack makes delivery
+// at-least-once; the target's Nats-Msg-Id makes a repeat harmless.
+func (d *Dispatcher) handleDelayed(ctx context.Context, m jetstream.Msg) {
+	dm, err := messages.DecodeDelayed(m.Data())
+	if err != nil {
+		d.log.Error("reject delayed message", zap.String("subject", m.Subject()), zap.Error(err))
+		_ = m.Term()
+		return
+	}
+	if wait := dm.DueAt.Sub(d.opts.Now()); wait > 0 {
+		_ = m.NakWithDelay(min(wait, d.opts.MaxDelay))
+		return
+	}
+	if _, err := d.js.Publish(ctx, dm.Subject, dm.Payload, jetstream.WithMsgID(dm.MsgID)); err != nil {
+		d.log.Warn("publish due message", zap.String("target", dm.Subject), zap.Error(err))
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+// commandError is a command failure with the code the client sees.
+type commandError struct {
+	code messages.ErrorCode
+	msg  string
+}
+
+func (e *commandError) Error() string { return e.msg }
+
+func fail(code messages.ErrorCode, format string, args ...any) error {
+	return &commandError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func (d *Dispatcher) handleCommand(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	reply := messages.Reply{V: messages.SchemaVersion}
+	cmd, err := messages.DecodeCommand(m.Data)
+	if err == nil && messages.CommandSubject(cmd.Kind) != m.Subject {
+		err = fmt.Errorf("command %s sent on subject %s", cmd.Kind, m.Subject)
+	}
+	if err != nil {
+		err = fail(messages.CodeBadRequest, "bad command: %v", err)
+	} else {
+		reply.InstanceID, err = d.execute(ctx, cmd)
+	}
+	if err != nil {
+		var ce *commandError
+		if errors.As(err, &ce) {
+			reply.Code, reply.Error = ce.code, ce.msg
+		} else {
+			d.log.Error("command failed", zap.String("subject", m.Subject), zap.Error(err))
+			reply.Code, reply.Error = messages.CodeInternal, "internal error"
+		}
+		if reply.Code == messages.CodeBadRequest {
+			d.log.Warn("rejected command", zap.String("subject", m.Subject), zap.String("error", reply.Error))
+		}
+	}
+	if m.Reply == "" {
+		return
+	}
+	b, err := messages.Encode(&reply)
+	if err == nil {
+		err = m.Respond(b)
+	}
+	if err != nil {
+		d.log.Warn("reply to command", zap.Error(err))
+	}
+}
+
+func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, error) {
+	if c.Kind == messages.CmdStart && c.InstanceID == "" {
+		c.InstanceID = messages.NewID()
+	}
+	if err := messages.ValidateInstanceID(c.InstanceID); err != nil {
+		return "", fail(messages.CodeBadRequest, "%v", err)
+	}
+	if len(c.Input) > 0 && !json.Valid(c.Input) {
+		return "", fail(messages.CodeBadRequest, "input is not valid JSON")
+	}
+	switch c.Kind {
+	case messages.CmdStart:
+		return c.InstanceID, d.start(ctx, c)
+	case messages.CmdPurge:
+		return c.InstanceID, d.purge(ctx, c.InstanceID)
+	}
+	st, _, err := d.store.GetStatus(ctx, c.InstanceID)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return "", fail(messages.CodeNotFound, "instance %q not found", c.InstanceID)
+	}
+	if err != nil {
+		return "", err
+	}
+	if st.RuntimeStatus.Terminal() {
+		return "", fail(messages.CodeGone, "instance %q has already finished (%s)", c.InstanceID, st.RuntimeStatus)
+	}
+	var ev messages.Event
+	msgID := messages.NewID()
+	switch c.Kind {
+	case messages.CmdRaiseEvent:
+		if err := messages.ValidateName(c.Name); err != nil {
+			return "", fail(messages.CodeBadRequest, "event %v", err)
+		}
+		ev = messages.Event{Type: messages.EventRaised, Name: c.Name, Input: c.Input, EventID: msgID}
+	case messages.CmdTerminate:
+		ev = messages.Event{Type: messages.EventExecutionTerminated, Reason: c.Reason}
+	case messages.CmdSuspend:
+		ev = messages.Event{Type: messages.EventExecutionSuspended, Reason: c.Reason}
+	case messages.CmdResume:
+		ev = messages.Event{Type: messages.EventExecutionResumed, Reason: c.Reason}
+	}
+	ev.Timestamp = d.opts.Now().UTC()
+	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: c.InstanceID, ExecutionID: st.ExecutionID, Events: []messages.Event{ev}}
+	return c.InstanceID, d.publishWork(ctx, &w, msgID)
+}
+
+func (d *Dispatcher) publishWork(ctx context.Context, w *messages.OrchestratorWork, msgID string) error {
+	b, err := messages.Encode(w)
+	if err != nil {
+		return err
+	}
+	if _, err := d.js.Publish(ctx, messages.OrchestratorSubject(w.InstanceID), b, jetstream.WithMsgID(msgID)); err != nil {
+		return fmt.Errorf("publish work for %s: %w", w.InstanceID, err)
+	}
+	return nil
+}
+
+// start creates the Pending status record, then publishes ExecutionStarted.
+// An ID in use by a run that has not finished is a conflict; the ID of a
+// finished run is reused for a fresh run.
+func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
+	if err := messages.ValidateName(c.Name); err != nil {
+		return fail(messages.CodeBadRequest, "orchestrator %v", err)
+	}
+	ok, err := d.store.Registered(ctx, jetstore.KindOrchestrator, c.Name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fail(messages.CodeBadRequest, "orchestrator %q is not registered by any worker", c.Name)
+	}
+	input := c.Input
+	if len(input) == 0 {
+		input = []byte("null")
+	}
+	now := d.opts.Now().UTC()
+	st := &messages.Status{InstanceID: c.InstanceID, Name: c.Name, ExecutionID: messages.NewID(),
+		RuntimeStatus: messages.StatusPending, Input: input, CreatedAt: now, LastUpdatedAt: now}
+	for attempt := 0; attempt < 3; attempt++ {
+		cur, rev, err := d.store.GetStatus(ctx, c.InstanceID)
+		switch {
+		case errors.Is(err, jetstore.ErrNotFound):
+			rev = 0
+		case err != nil:
+			return err
+		case cur.RuntimeStatus == messages.StatusPending && cur.Name == c.Name && string(cur.Input) == string(input):
+			// A start of the same thing is still on its way, or was lost
+			// after its record was written: publish it (again). The
+			// message ID makes this idempotent.
+			return d.publishStart(ctx, cur)
+		case !cur.RuntimeStatus.Terminal():
+			return fail(messages.CodeConflict, "instance %q already exists and is %s", c.InstanceID, cur.RuntimeStatus)
+		}
+		if _, err := d.store.CreateStatus(ctx, st, rev); errors.Is(err, jetstore.ErrConflict) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		return d.publishStart(ctx, st)
+	}
+	return fail(messages.CodeConflict, "instance %q is being started concurrently", c.InstanceID)
+}
+
+func (d *Dispatcher) publishStart(ctx context.Context, st *messages.Status) error {
+	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID,
+		Events: []messages.Event{{Type: messages.EventExecutionStarted, Timestamp: st.CreatedAt, Name: st.Name,
+			Input: st.Input, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID}}}
+	return d.publishWork(ctx, &w, "start:"+st.InstanceID+":"+st.ExecutionID)
+}
+
+// purge deletes the history and status of a finished instance.
+func (d *Dispatcher) purge(ctx context.Context, id string) error {
+	st, _, err := d.store.GetStatus(ctx, id)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return fail(messages.CodeNotFound, "instance %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.RuntimeStatus.Terminal() {
+		return fail(messages.CodeConflict, "instance %q is %s; terminate it before purging", id, st.RuntimeStatus)
+	}
+	if err := d.store.PurgeHistory(ctx, id); err != nil {
+		return err
+	}
+	return d.store.DeleteStatus(ctx, id)
+}

@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// unregisteredDeliveries is how often an activity task no worker here
+// hosts is handed back before it fails: another worker may host it.
+const unregisteredDeliveries = 5
+
+func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
+	t, err := messages.DecodeActivityTask(msg.Data())
+	if err != nil {
+		w.log.Error("reject activity message", zap.String("subject", msg.Subject()), zap.Error(err))
+		_ = msg.Term()
+		return
+	}
+	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))
+	fn, ok := w.reg.activities[t.Name]
+	if !ok {
+		if md, err := msg.Metadata(); err == nil && md.NumDelivered < unregisteredDeliveries {
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		err := w.finishActivity(ctx, t, nil, &messages.Failure{Type: "ActivityNotFound",
+			Message: fmt.Sprintf("activity %q is not registered on any worker", t.Name)})
+		w.settle(msg, err, log)
+		return
+	}
+	out, failure := w.runActivity(ctx, msg, fn, t)
+	if failure != nil && t.Retry != nil && t.Attempt < t.Retry.MaxAttempts {
+		next := *t
+		next.Attempt++
+		due := w.opts.Now().UTC().Add(t.Retry.Delay(next.Attempt))
+		m, err := delayedMsg(t.InstanceID, due, messages.ActivitySubject(t.InstanceID),
+			fmt.Sprintf("%s:%d", seqID("a", t.InstanceID, t.ExecutionID, t.TaskID), next.Attempt), &next)
+		if err == nil {
+			err = publishAll(ctx, w.js, []outMsg{*m})
+		}
+		log.Info("activity failed, will retry", zap.Int("attempt", t.Attempt), zap.Time("retryAt", due), zap.String("error", failure.Message))
+		w.settle(msg, err, log)
+		return
+	}
+	w.settle(msg, w.finishActivity(ctx, t, out, failure), log)
+}
+
+func (w *Worker) settle(msg jetstream.Msg, err error, log *zap.Logger) {
+	if err != nil {
+		log.Error("activity result not sent", zap.Error(err))
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// runActivity runs one attempt, turning an error or a panic into a
+// Failure, and tells JetStream the task is in progress while it runs.
+func (w *Worker) runActivity(ctx context.Context, msg jetstream.Msg, fn Activity, t *messages.ActivityTask) (out []byte, failure *messages.Failure) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			out, failure = nil, &messages.Failure{Type: "Panic", Message: fmt.Sprintf("activity %q panicked: %v", t.Name, r)}
+		}
+	}()
+	v, err := fn(ctx, Input{raw: t.Input})
+	if err != nil {
+		return nil, &messages.Failure{Type: "ActivityError", Message: err.Error(), Retryable: true}
+	}
+	b, err := marshalOutput(v)
+	if err != nil {
+		return nil, &messages.Failure{Type: "OutputError", Message: fmt.Sprintf("activity %q output: %v", t.Name, err)}
+	}
+	return b, nil
+}
+
+// finishActivity sends the activity's result to its orchestration.
+func (w *Worker) finishActivity(ctx context.Context, t *messages.ActivityTask, out []byte, failure *messages.Failure) error {
+	ev := messages.Event{Type: messages.EventTaskCompleted, TaskID: t.TaskID, Result: out}
+	if failure != nil {
+		ev = messages.Event{Type: messages.EventTaskFailed, TaskID: t.TaskID, Failure: failure}
+	}
+	res := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: t.InstanceID, ExecutionID: t.ExecutionID, Events: []messages.Event{ev}}
+	m, err := encodeMsg(messages.OrchestratorSubject(t.InstanceID), seqID("r", t.InstanceID, t.ExecutionID, t.TaskID), &res)
+	if err != nil {
+		return err
+	}
+	return publishAll(ctx, w.js, []outMsg{*m})
+}

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/jetflow/jetflow/pkg/replay"
+)
+
+// entry is the replay state of one instance that a worker keeps hot.
+type entry struct {
+	id        string
+	inst      *replay.Instance
+	statusRev uint64
+}
+
+// cache is a bounded LRU of idle entries. take removes an entry, so an entry
+// in use is never evicted; put returns it.
+type cache struct {
+	mu    sync.Mutex
+	max   int
+	ll    *list.List
+	items map[string]*list.Element
+}
+
+func newCache(max int) *cache {
+	return &cache{max: max, ll: list.New(), items: map[string]*list.Element{}}
+}
+
+func (c *cache) take(id string) *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[id]
+	if !ok {
+		return nil
+	}
+	delete(c.items, id)
+	c.ll.Remove(el)
+	return el.Value.(*entry)
+}
+
+func (c *cache) put(e *entry) {
+	if c.max <= 0 {
+		e.inst.Close()
+		return
+	}
+	c.mu.Lock()
+	if old, ok := c.items[e.id]; ok {
+		c.ll.Remove(old)
+		old.Value.(*entry).inst.Close()
+	}
+	c.items[e.id] = c.ll.PushFront(e)
+	var evicted []*entry
+	for c.ll.Len() > c.max {
+		el := c.ll.Back()
+		c.ll.Remove(el)
+		ev := el.Value.(*entry)
+		delete(c.items, ev.id)
+		evicted = append(evicted, ev)
+	}
+	c.mu.Unlock()
+	for _, ev := range evicted {
+		ev.inst.Close()
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
+
+func (c *cache) closeAll() {
+	c.mu.Lock()
+	items := c.items
+	c.items = map[string]*list.Element{}
+	c.ll.Init()
+	c.mu.Unlock()
+	for _, el := range items {
+		el.Value.(*entry).inst.Close()
+	}
+}
+
+// keyedMutex serialises work per instance.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyLock{}
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		l.refs--
+		if l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

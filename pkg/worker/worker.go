@@ -1,0 +1,403 @@
+// Package worker hosts orchestrators and activities: it pulls their work
+// from JetStream, replays and runs it, commits history, and only then
+// acknowledges the work. Build a worker binary for your own functions with
+// a Registry and Run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/replay"
+)
+
+// Options configure a Worker.
+type Options struct {
+	// Concurrency is how many orchestrator episodes run at once; 0 means 64.
+	Concurrency int
+	// ActivityConcurrency is how many activities run at once; 0 means 64.
+	ActivityConcurrency int
+	// CacheSize is how many instances are kept replayed in memory; 0 means
+	// 10,000, negative disables the cache.
+	CacheSize int
+	// MaxCustomStatusBytes is passed to replay.Options.
+	MaxCustomStatusBytes int
+	// DrainTimeout bounds how long Run waits for in-flight work on shutdown
+	// when its ctx has ended; 0 means 10 s.
+	DrainTimeout time.Duration
+	// Logger receives the problems a message causes (the worker's caller
+	// has no other way to see them) and backs orchestrators' loggers. Nil discards.
+	Logger *zap.Logger
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Worker runs orchestrator and activity work.
+type Worker struct {
+	js    jetstream.JetStream
+	store *jetstore.Store
+	reg   *Registry
+	opts  Options
+	log   *zap.Logger
+	cache *cache
+	locks keyedMutex
+}
+
+// New returns a Worker. The streams and buckets must be provisioned.
+func New(ctx context.Context, js jetstream.JetStream, reg *Registry, opts Options) (*Worker, error) {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 64
+	}
+	if opts.ActivityConcurrency <= 0 {
+		opts.ActivityConcurrency = 64
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10000
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	store, err := jetstore.Open(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{js: js, store: store, reg: reg, opts: opts, log: opts.Logger, cache: newCache(opts.CacheSize)}, nil
+}
+
+// Run registers the worker's names, then pulls and runs work until ctx
+// ends. On shutdown it stops pulling and waits up to DrainTimeout for work
+// in flight; work it does not finish is redelivered elsewhere.
+func (w *Worker) Run(ctx context.Context) error {
+	for name := range w.reg.orchestrators {
+		if err := w.store.Register(ctx, jetstore.KindOrchestrator, name); err != nil {
+			return err
+		}
+	}
+	for name := range w.reg.activities {
+		if err := w.store.Register(ctx, jetstore.KindActivity, name); err != nil {
+			return err
+		}
+	}
+	// Work in flight keeps its own context, so that a shutdown lets it
+	// finish instead of cutting it off between commit and ack.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	loops := 0
+	if len(w.reg.orchestrators) > 0 {
+		loops++
+		go func() {
+			errs <- w.consume(ctx, work, messages.OrchestratorStream, jetstore.OrchestratorConsumer, w.opts.Concurrency, &wg, w.handleOrchestrator)
+		}()
+	}
+	if len(w.reg.activities) > 0 {
+		loops++
+		go func() {
+			errs <- w.consume(ctx, work, messages.ActivityStream, jetstore.ActivityConsumer, w.opts.ActivityConcurrency, &wg, w.handleActivity)
+		}()
+	}
+	var first error
+	for i := 0; i < loops; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(w.opts.DrainTimeout):
+		cancelWork()
+		<-done
+	}
+	w.cache.closeAll()
+	return first
+}
+
+// consume pulls messages until ctx ends and runs handle on each, at most
+// limit at once.
+func (w *Worker) consume(ctx, work context.Context, stream, consumer string, limit int, wg *sync.WaitGroup, handle func(context.Context, jetstream.Msg)) error {
+	cons, err := w.js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return fmt.Errorf("bind consumer %s: %w", consumer, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(limit))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", consumer, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	sem := make(chan struct{}, limit)
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			return fmt.Errorf("consume %s: %w", consumer, err)
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			handle(work, msg)
+		}()
+	}
+}
+
+var (
+	errConflict = errors.New("episode conflict")
+	errNotYet   = errors.New("instance not started yet")
+)
+
+func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
+	work, err := messages.DecodeOrchestratorWork(msg.Data())
+	if err != nil {
+		w.log.Error("reject orchestrator message", zap.String("subject", msg.Subject()), zap.Error(err))
+		_ = msg.Term()
+		return
+	}
+	unlock := w.locks.lock(work.InstanceID)
+	defer unlock()
+	for attempt := 0; ; attempt++ {
+		err = w.step(ctx, work, attempt)
+		if !errors.Is(err, errConflict) || attempt >= 8 {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		if err := msg.Ack(); err != nil {
+			w.log.Warn("ack orchestrator work", zap.String("instanceId", work.InstanceID), zap.Error(err))
+		}
+	case errors.Is(err, errNotYet):
+		_ = msg.NakWithDelay(500 * time.Millisecond)
+	default:
+		w.log.Error("orchestrator step", zap.String("instanceId", work.InstanceID), zap.Error(err))
+		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+// step applies one work item to its instance as one episode.
+func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, attempt int) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("step panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	e := w.cache.take(work.InstanceID)
+	if e != nil && work.ExecutionID != "" && e.inst.ExecutionID() != work.ExecutionID {
+		e.inst.Close()
+		e = nil
+	}
+	incoming := work.Events
+	if e == nil {
+		e, incoming, err = w.load(ctx, work, attempt)
+		if err != nil || e == nil {
+			return err
+		}
+	}
+	ep, err := e.inst.Step(w.opts.Now().UTC(), incoming)
+	if err != nil {
+		e.inst.Close()
+		return err
+	}
+	if len(ep.Events) == 0 {
+		// Everything in the work item is already in history: a redelivery.
+		// Make sure what that history owes was sent, and repair the status.
+		if err := w.publish(ctx, e.inst, e.inst.Outstanding()); err != nil {
+			e.inst.Close()
+			return err
+		}
+		if err := w.writeStatus(ctx, e); err != nil {
+			e.inst.Close()
+			return err
+		}
+		w.cache.put(e)
+		return nil
+	}
+	return w.commit(ctx, e, ep.Events, ep.Actions)
+}
+
+// commit appends an episode, publishes its actions, writes the status
+// record, and keeps the instance hot.
+func (w *Worker) commit(ctx context.Context, e *entry, events, actions []messages.Event) error {
+	id, exec := e.id, e.inst.ExecutionID()
+	if err := w.store.AppendEpisode(ctx, id, exec, e.inst.Episodes(), events); err != nil {
+		e.inst.Close()
+		if errors.Is(err, jetstore.ErrConflict) {
+			return errConflict
+		}
+		return err
+	}
+	if err := w.publish(ctx, e.inst, actions); err != nil {
+		e.inst.Close()
+		return err
+	}
+	if err := w.writeStatus(ctx, e); err != nil {
+		e.inst.Close()
+		return err
+	}
+	if f := e.inst.Final(); f != nil && f.Type == messages.EventContinuedAsNew {
+		e.inst.Close()
+		return nil
+	}
+	w.cache.put(e)
+	return nil
+}
+
+// load rebuilds an instance from its history. It returns the events of the
+// work item that still apply (those for a run that continued as new move
+// to the new run).
+func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, attempt int) (*entry, []messages.Event, error) {
+	id, exec := work.InstanceID, work.ExecutionID
+	incoming := work.Events
+	if exec == "" {
+		st, _, err := w.store.GetStatus(ctx, id)
+		if errors.Is(err, jetstore.ErrNotFound) {
+			return nil, nil, errNotYet
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		exec = st.ExecutionID
+	}
+	first := incoming[0]
+	isStart := first.Type == messages.EventExecutionStarted && first.ExecutionID == exec
+	for hop := 0; ; hop++ {
+		var history []messages.Event
+		if !(isStart && attempt == 0 && hop == 0) {
+			var err error
+			if history, _, err = w.store.LoadHistory(ctx, id, exec); err != nil {
+				return nil, nil, err
+			}
+		}
+		if len(history) == 0 && !isStart {
+			if hop > 0 {
+				return nil, nil, errNotYet // the new run's start is on its way
+			}
+			return nil, nil, w.staleOrEarly(ctx, id, exec)
+		}
+		name := first.Name
+		if len(history) > 0 {
+			name = history[0].Name
+		}
+		fn, ok := w.reg.orchestrators[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("orchestrator %q is not registered on this worker", name)
+		}
+		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.With(zap.String("instanceId", id), zap.String("orchestrator", name))})
+		e := &entry{id: id, inst: inst}
+		if err := inst.Replay(history); err != nil {
+			inst.Close()
+			var nd *replay.NonDeterminismError
+			if !errors.As(err, &nd) {
+				return nil, nil, err
+			}
+			return nil, nil, w.failRun(ctx, id, exec, history, incoming, err)
+		}
+		f := inst.Final()
+		if f == nil || f.Type != messages.EventContinuedAsNew || hop >= 3 {
+			return e, incoming, nil
+		}
+		// The run continued as new: events from clients follow it; results
+		// of the old run's tasks do not.
+		exec, isStart = f.ExecutionID, false
+		var carried []messages.Event
+		for _, ev := range incoming {
+			switch ev.Type {
+			case messages.EventRaised, messages.EventExecutionTerminated, messages.EventExecutionSuspended, messages.EventExecutionResumed:
+				carried = append(carried, ev)
+			}
+		}
+		if len(carried) == 0 {
+			return e, incoming, nil
+		}
+		incoming = carried
+	}
+}
+
+// staleOrEarly decides about work for a run with no history: if the status
+// record names that run, its start is still on its way (errNotYet);
+// otherwise the run was purged or replaced and the work is dropped.
+func (w *Worker) staleOrEarly(ctx context.Context, id, exec string) error {
+	st, _, err := w.store.GetStatus(ctx, id)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.ExecutionID == exec && !st.RuntimeStatus.Terminal() {
+		return errNotYet
+	}
+	return nil
+}
+
+// failRun ends a run whose code no longer replays its history.
+func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming []messages.Event, cause error) error {
+	// Rebuild a code-less view of the run to number the episode and find its start.
+	failed := replay.FailEpisode(w.opts.Now().UTC(), incoming, messages.Failure{Type: "NonDeterminism", Message: cause.Error()})
+	all := append(append([]messages.Event(nil), history...), failed...)
+	view := replay.New(nil, replay.Options{})
+	if err := view.Replay(all); err != nil {
+		return err
+	}
+	e := &entry{id: id, inst: view}
+	w.log.Error("orchestration failed: non-deterministic", zap.String("instanceId", id), zap.Error(cause))
+	if err := w.store.AppendEpisode(ctx, id, exec, view.Episodes(), failed); err != nil {
+		if errors.Is(err, jetstore.ErrConflict) {
+			return errConflict
+		}
+		return err
+	}
+	if err := w.publish(ctx, view, []messages.Event{*view.Final()}); err != nil {
+		return err
+	}
+	return w.writeStatus(ctx, e)
+}
+
+// writeStatus writes the instance's status record after its history.
+func (w *Worker) writeStatus(ctx context.Context, e *entry) error {
+	in := e.inst
+	st := &messages.Status{
+		InstanceID:    e.id,
+		Name:          in.Name(),
+		ExecutionID:   in.ExecutionID(),
+		RuntimeStatus: in.RuntimeStatus(),
+		Input:         in.Input(),
+		CustomStatus:  in.CustomStatus(),
+		CreatedAt:     in.CreatedAt(),
+		LastUpdatedAt: w.opts.Now().UTC(),
+		Episode:       in.Episodes(),
+	}
+	if f := in.Final(); f != nil {
+		st.Output = f.Result
+		if f.Failure != nil {
+			st.Failure = f.Failure
+			st.Output, _ = jsonString(f.Failure.Message)
+		}
+	}
+	rev, err := w.store.PutStatus(ctx, st, e.statusRev)
+	if err != nil && !errors.Is(err, jetstore.ErrStale) {
+		return err
+	}
+	e.statusRev = rev
+	return nil
+}
