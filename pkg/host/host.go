@@ -1,0 +1,215 @@
+// Package host runs jetflow's processes from command-line arguments: the
+// code behind cmd/worker, cmd/dispatcher and cmd/api. A team that writes its
+// own orchestrators builds its worker binary with RunWorker:
+//
+//	func main() {
+//		reg := worker.NewRegistry()
+//		reg.AddOrchestrator("MyOrchestrator", myOrchestrator)
+//		reg.AddActivity("MyActivity", myActivity)
+//		host.Main("my-worker", func(ctx context.Context, args []string) error {
+//			return host.RunWorker(ctx, args, reg)
+//		})
+//	}
+//
+// Every process takes the NATS CLI's connection flags (see package natsconn).
+package host
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/api"
+	"github.com/jetflow/jetflow/pkg/client"
+	"github.com/jetflow/jetflow/pkg/dispatcher"
+	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/natsconn"
+	"github.com/jetflow/jetflow/pkg/worker"
+)
+
+// Main runs run with the process's arguments until SIGINT or SIGTERM, and
+// exits 1 with a message if it fails.
+func Main(name string, run func(ctx context.Context, args []string) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// common holds what every process configures.
+type common struct {
+	nats     natsconn.Options
+	logLevel string
+	dev      bool
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	c.nats.Register(fs)
+	fs.StringVar(&c.logLevel, "log-level", envOr("JETFLOW_LOG_LEVEL", "info"), "log level: debug, info, warn or error (JETFLOW_LOG_LEVEL)")
+	fs.BoolVar(&c.dev, "log-console", false, "log as console text instead of JSON")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Logger returns the binaries' logger: JSON lines by default, console
+// text when console is set.
+func Logger(level string, console bool) (*zap.Logger, error) {
+	lvl, err := zap.ParseAtomicLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	cfg := zap.NewProductionConfig()
+	if console {
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	}
+	cfg.Level = lvl
+	return cfg.Build()
+}
+
+// connect dials NATS and waits for the streams and buckets if wait is set.
+func (c *common) connect(ctx context.Context, name string, wait bool) (*nats.Conn, jetstream.JetStream, *zap.Logger, error) {
+	log, err := Logger(c.logLevel, c.dev)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, err := c.nats.Connect(name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	if wait {
+		log.Info("waiting for jetflow streams and buckets")
+		if err := jetstore.WaitProvisioned(ctx, js); err != nil {
+			nc.Close()
+			return nil, nil, nil, err
+		}
+	}
+	return nc, js, log, nil
+}
+
+// RunWorker runs a worker hosting reg until ctx ends.
+func RunWorker(ctx context.Context, args []string, reg *worker.Registry) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	var o worker.Options
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "orchestrator episodes run at once")
+	fs.IntVar(&o.ActivityConcurrency, "activity-concurrency", 64, "activities run at once")
+	fs.IntVar(&o.CacheSize, "cache-size", 10000, "instances kept replayed in memory (negative: none)")
+	fs.IntVar(&o.MaxCustomStatusBytes, "max-custom-status", 0, "custom status limit in bytes of UTF-16 JSON text (0: 16 KB)")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 10*time.Second, "how long to finish work in flight on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	nc, js, log, err := c.connect(ctx, "jetflow-worker", true)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	defer func() { _ = log.Sync() }()
+	o.Logger = log
+	w, err := worker.New(ctx, js, reg, o)
+	if err != nil {
+		return err
+	}
+	log.Info("worker running", zap.String("nats", nc.ConnectedUrlRedacted()))
+	err = w.Run(ctx)
+	log.Info("worker stopped")
+	return err
+}
+
+// RunDispatcher provisions the streams and buckets and runs a dispatcher
+// until ctx ends.
+func RunDispatcher(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	var sc jetstore.Config
+	fs.IntVar(&sc.Replicas, "replicas", 1, "replicas of every stream and bucket (3 on a cluster)")
+	fs.BoolVar(&sc.Memory, "memory", false, "keep streams and buckets in memory instead of files")
+	fs.IntVar(&sc.MaxDeliver, "max-deliver", 20, "deliveries of a work message before it is given up")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	nc, js, log, err := c.connect(ctx, "jetflow-dispatcher", false)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	defer func() { _ = log.Sync() }()
+	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: sc, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("dispatcher running", zap.String("nats", nc.ConnectedUrlRedacted()))
+	err = d.Run(ctx)
+	log.Info("dispatcher stopped")
+	return err
+}
+
+// RunAPI serves the HTTP API until ctx ends.
+func RunAPI(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	addr := fs.String("http", envOr("JETFLOW_HTTP", "127.0.0.1:8080"), "address to serve HTTP on (JETFLOW_HTTP)")
+	var o api.Options
+	fs.StringVar(&o.BaseURL, "base-url", os.Getenv("JETFLOW_BASE_URL"), "public base URL for the URLs in check-status bodies (JETFLOW_BASE_URL); default: the request's")
+	fs.Int64Var(&o.MaxBodyBytes, "max-body", 1<<20, "largest request body in bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	nc, js, log, err := c.connect(ctx, "jetflow-api", true)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	defer func() { _ = log.Sync() }()
+	cl, err := client.New(ctx, nc, js)
+	if err != nil {
+		return err
+	}
+	o.Logger = log
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api.New(cl, o), ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 1)
+	go func() { errs <- srv.Serve(ln) }()
+	log.Info("api serving", zap.String("http", ln.Addr().String()), zap.String("nats", nc.ConnectedUrlRedacted()))
+	select {
+	case err := <-errs:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	log.Info("api stopped")
+	return err
+}
