@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // ErrMalformed is returned (wrapped) by every Decode function for bytes that
@@ -48,6 +49,9 @@ func decode(b []byte, v any) (err error) {
 			err = fmt.Errorf("%w: %v", ErrMalformed, r)
 		}
 	}()
+	if err := checkLengths(b); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.NewDecoder(r)
 	dec.DisallowUnknownFields(true)
@@ -56,6 +60,53 @@ func decode(b []byte, v any) (err error) {
 	}
 	if r.Len() != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
+	}
+	return nil
+}
+
+// maxDepth bounds the nesting of arrays and maps: envelopes nest four deep.
+const maxDepth = 32
+
+// checkLengths walks the msgpack value at the start of b and refuses any
+// array or map whose length the rest of the input cannot hold (every element
+// takes at least a byte). msgpack v5.4.1 makes a slice of the claimed length
+// before reading its elements (its allocation limit is never applied), so
+// without this check a few bytes claiming billions of events would exhaust
+// memory and kill the process.
+func checkLengths(b []byte) error {
+	r := bytes.NewReader(b)
+	return checkValue(msgpack.NewDecoder(r), r, 0)
+}
+
+func checkValue(d *msgpack.Decoder, r *bytes.Reader, depth int) error {
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	var n, per int
+	switch {
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		n, err = d.DecodeArrayLen()
+		per = 1
+	case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+		n, err = d.DecodeMapLen()
+		per = 2
+	default:
+		return d.Skip()
+	}
+	if err != nil {
+		return err
+	}
+	if depth >= maxDepth {
+		return fmt.Errorf("nested deeper than %d", maxDepth)
+	}
+	if n > r.Len()/per {
+		return fmt.Errorf("length %d exceeds the %d bytes left", n, r.Len())
+	}
+	for i := 0; i < n*per; i++ {
+		if err := checkValue(d, r, depth+1); err != nil {
+			return err
+		}
 	}
 	return nil
 }

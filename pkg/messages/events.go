@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -148,17 +149,21 @@ type RetryPolicy struct {
 func (p *RetryPolicy) Delay(next int) time.Duration {
 	d := float64(p.FirstInterval)
 	coef := p.BackoffCoefficient
-	if coef <= 0 {
+	if coef <= 0 || math.IsNaN(coef) {
 		coef = 1
 	}
 	for i := 2; i < next; i++ {
 		d *= coef
-		if p.MaxInterval > 0 && d > float64(p.MaxInterval) {
+		if p.MaxInterval > 0 && d > float64(p.MaxInterval) || d >= math.MaxInt64 {
 			break
 		}
 	}
 	if p.MaxInterval > 0 && d > float64(p.MaxInterval) {
 		d = float64(p.MaxInterval)
+	}
+	if d >= math.MaxInt64 {
+		// Beyond what a Duration holds: converting would wrap negative.
+		return math.MaxInt64
 	}
 	return time.Duration(d)
 }
