@@ -152,6 +152,8 @@ func RunDispatcher(ctx context.Context, args []string) error {
 	fs.IntVar(&sc.Replicas, "replicas", 1, "replicas of every stream and bucket (3 on a cluster)")
 	fs.BoolVar(&sc.Memory, "memory", false, "keep streams and buckets in memory instead of files")
 	fs.IntVar(&sc.MaxDeliver, "max-deliver", 20, "deliveries of a work message before it is given up")
+	fs.DurationVar(&sc.OrchestratorAckWait, "orchestrator-ack-wait", 30*time.Second, "time before an unacknowledged orchestrator work item is redelivered")
+	fs.DurationVar(&sc.ActivityAckWait, "activity-ack-wait", 60*time.Second, "time before an unacknowledged activity task is redelivered")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
