@@ -98,6 +98,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "instance not found")
 	case errors.Is(err, client.ErrConflict) && errors.As(err, &ce):
 		writeError(w, http.StatusConflict, ce.Message)
+	case errors.Is(err, client.ErrTooLarge) && errors.As(err, &ce):
+		writeError(w, http.StatusRequestEntityTooLarge, ce.Message)
 	case errors.Is(err, client.ErrGone):
 		writeError(w, http.StatusGone, "instance has already finished")
 	case errors.Is(err, client.ErrUnavailable):

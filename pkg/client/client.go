@@ -24,6 +24,7 @@ var (
 	ErrConflict   = errors.New("conflict")
 	ErrGone       = errors.New("instance has finished")
 	ErrInternal   = errors.New("internal error")
+	ErrTooLarge   = errors.New("payload too large")
 	// ErrUnavailable is returned when no dispatcher answered.
 	ErrUnavailable = errors.New("no dispatcher available")
 )
@@ -47,6 +48,8 @@ func (e *Error) Unwrap() error {
 		return ErrConflict
 	case messages.CodeGone:
 		return ErrGone
+	case messages.CodeTooLarge:
+		return ErrTooLarge
 	}
 	return ErrInternal
 }
@@ -76,6 +79,9 @@ func (c *Client) send(ctx context.Context, cmd *messages.Command) (string, error
 	b, err := messages.Encode(cmd)
 	if err != nil {
 		return "", err
+	}
+	if max := c.nc.MaxPayload(); int64(len(b)) > max {
+		return "", &Error{Code: messages.CodeTooLarge, Message: fmt.Sprintf("%s command is %d bytes, over the NATS server's max_payload of %d bytes", cmd.Kind, len(b), max)}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -186,6 +186,9 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	if len(c.Input) > 0 && !json.Valid(c.Input) {
 		return "", fail(messages.CodeBadRequest, "input is not valid JSON")
 	}
+	if limit := d.maxPayload(); len(c.Input) > limit {
+		return "", fail(messages.CodeTooLarge, "input is %d bytes, over the limit of %d bytes (half the NATS server's max_payload)", len(c.Input), limit)
+	}
 	switch c.Kind {
 	case messages.CmdStart:
 		return c.InstanceID, d.start(ctx, c)
@@ -220,6 +223,13 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	ev.Timestamp = d.opts.Now().UTC()
 	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: c.InstanceID, ExecutionID: st.ExecutionID, Events: []messages.Event{ev}}
 	return c.InstanceID, d.publishWork(ctx, &w, msgID)
+}
+
+// maxPayload is the largest input or event accepted: half of what the
+// NATS server takes in one message, which leaves room in the status
+// record for the output and the custom status.
+func (d *Dispatcher) maxPayload() int {
+	return int(d.nc.MaxPayload() / 2)
 }
 
 func (d *Dispatcher) publishWork(ctx context.Context, w *messages.OrchestratorWork, msgID string) error {

@@ -91,6 +91,8 @@ const (
 	CodeConflict
 	CodeGone
 	CodeInternal
+	// CodeTooLarge: an input or event payload over the size limit.
+	CodeTooLarge
 	codeEnd
 )
 
