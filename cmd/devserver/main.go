@@ -1,30 +1,21 @@
 // Command devserver runs jetflow in one process on an embedded NATS server:
-// a dispatcher, a worker hosting the samples, and the HTTP API.
+// a dispatcher, a worker hosting the samples, and the HTTP API. More
+// workers may join over NATS. -h lists the flags.
 package main
 
 import (
 	"context"
 	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/devserver"
+	"github.com/jetflow/jetflow/pkg/host"
 	"github.com/jetflow/jetflow/pkg/samples"
 	"github.com/jetflow/jetflow/pkg/worker"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "devserver:", err)
-		os.Exit(1)
-	}
-}
+func main() { host.Main("devserver", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("devserver", flag.ContinueOnError)
@@ -32,10 +23,11 @@ func run(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http", "127.0.0.1:8080", "HTTP API address")
 	natsAddr := fs.String("nats", "127.0.0.1:4222", "address for NATS clients, such as more workers")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := zap.NewDevelopment()
+	log, err := host.Logger(*logLevel, true)
 	if err != nil {
 		return err
 	}

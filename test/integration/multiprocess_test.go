@@ -28,7 +28,7 @@ var (
 	buildErr  error
 )
 
-// binaries builds cmd/dispatcher, cmd/worker and cmd/api once per test run.
+// binaries builds jetflow's commands and the example worker once per test run.
 func binaries(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -36,7 +36,7 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+string(os.PathSeparator), "./cmd/dispatcher", "./cmd/worker", "./cmd/api")
+		cmd := exec.Command("go", "build", "-o", binDir+string(os.PathSeparator), "./cmd/dispatcher", "./cmd/worker", "./cmd/api", "./cmd/devserver", "./examples/customworker")
 		cmd.Dir = filepath.Join("..", "..")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
