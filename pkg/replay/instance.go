@@ -431,7 +431,9 @@ func (in *Instance) run() {
 	defer close(in.exited)
 	defer func() {
 		r := recover()
-		if r == errAbandoned {
+		if r == errAbandoned || !in.alive {
+			// Abandoned by Close. The code may have recovered the
+			// errAbandoned panic and returned; nobody waits on yieldCh then.
 			return
 		}
 		if r != nil {
