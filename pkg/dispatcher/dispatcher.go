@@ -271,11 +271,19 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 			rev = 0
 		case err != nil:
 			return err
-		case cur.RuntimeStatus == messages.StatusPending && cur.Name == c.Name && string(cur.Input) == string(input):
-			// A start of the same thing is still on its way, or was lost
-			// after its record was written: publish it (again). The
-			// message ID makes this idempotent.
-			return d.publishStart(ctx, cur)
+		case cur.RuntimeStatus == messages.StatusPending:
+			// A start is still on its way, or its dispatcher died after
+			// writing the record and before publishing: publish it again,
+			// so that the instance is never stuck. The message ID makes
+			// this idempotent. A start of the same thing succeeds; of
+			// anything else, the ID is taken.
+			if err := d.publishStart(ctx, cur); err != nil {
+				return err
+			}
+			if cur.Name == c.Name && string(cur.Input) == string(input) {
+				return nil
+			}
+			return fail(messages.CodeConflict, "instance %q already exists and is %s", c.InstanceID, cur.RuntimeStatus)
 		case !cur.RuntimeStatus.Terminal():
 			return fail(messages.CodeConflict, "instance %q already exists and is %s", c.InstanceID, cur.RuntimeStatus)
 		}

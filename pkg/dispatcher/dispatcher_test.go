@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +231,41 @@ func TestTimerSurvivesDispatcherRestart(t *testing.T) {
 	waitFor(t, 5*time.Second, "an empty delay stream", func() bool {
 		info, err := s.Info(ctx)
 		return err == nil && info.State.Msgs == 0
+	})
+}
+
+// TestPendingStartIsRepublished: a dispatcher that dies after writing the
+// Pending record and before publishing the start leaves only the record.
+// The next start for that ID publishes the original start again, so the
+// instance runs with its first input; a different input is a conflict.
+func TestPendingStartIsRepublished(t *testing.T) {
+	srv := natstest.Start(t)
+	runDispatcher(t, srv, zap.NewNop())
+	runWorker(t, srv)
+	nc, js := natstest.Connect(t, srv)
+	ctx := context.Background()
+	store, err := jetstore.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the dying dispatcher left: the record, and no start message.
+	now := time.Now().UTC()
+	orphan := &messages.Status{InstanceID: "orphan", Name: "CityRecommender", ExecutionID: messages.NewID(),
+		RuntimeStatus: messages.StatusPending, Input: []byte("1"), CreatedAt: now, LastUpdatedAt: now}
+	if _, err := store.CreateStatus(ctx, orphan, 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ctx, nc, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Start(ctx, "CityRecommender", "orphan", []byte("2"))
+	if !errors.Is(err, client.ErrConflict) {
+		t.Fatalf("start with another input: %v, want ErrConflict", err)
+	}
+	waitFor(t, 10*time.Second, "the orphan to run with its first input", func() bool {
+		st, err := c.Status(ctx, "orphan")
+		return err == nil && st.RuntimeStatus == messages.StatusRunning && st.ExecutionID == orphan.ExecutionID &&
+			string(st.CustomStatus) == `{"recommendedCities":["Tokyo","Seattle"],"recommendedSeasons":["Spring","Summer"]}`
 	})
 }
