@@ -205,6 +205,12 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	if st.RuntimeStatus.Terminal() {
 		return "", fail(messages.CodeGone, "instance %q has already finished (%s)", c.InstanceID, st.RuntimeStatus)
 	}
+	if st.RuntimeStatus == messages.StatusPending {
+		// The work below waits for the start: make sure it was published.
+		if err := d.publishStart(ctx, st); err != nil {
+			return "", err
+		}
+	}
 	var ev messages.Event
 	msgID := messages.NewID()
 	switch c.Kind {

@@ -268,4 +268,23 @@ func TestPendingStartIsRepublished(t *testing.T) {
 		return err == nil && st.RuntimeStatus == messages.StatusRunning && st.ExecutionID == orphan.ExecutionID &&
 			string(st.CustomStatus) == `{"recommendedCities":["Tokyo","Seattle"],"recommendedSeasons":["Spring","Summer"]}`
 	})
+
+	// An event for an orphaned Pending instance also brings its start.
+	orphan2 := &messages.Status{InstanceID: "orphan2", Name: "CityRecommender", ExecutionID: messages.NewID(),
+		RuntimeStatus: messages.StatusPending, Input: []byte("3"), CreatedAt: now, LastUpdatedAt: now}
+	if _, err := store.CreateStatus(ctx, orphan2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RaiseEvent(ctx, "orphan2", "CitySelected", []byte(`"Tokyo"`)); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := c.WaitForCompletion(wctx, "orphan2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(st.Output) != `"Tokyo"` {
+		t.Fatalf("orphan2 output %s, want \"Tokyo\"", st.Output)
+	}
 }
