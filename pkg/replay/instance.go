@@ -61,13 +61,13 @@ type Instance struct {
 	yieldCh  chan struct{}
 	exited   chan struct{}
 
-	fnDone   bool
-	fnOut    any
-	fnErr    error
-	finished *messages.Event // completion to record at the end of the episode
-	final    *messages.Event // recorded ExecutionCompleted or ContinuedAsNew
-	csDirty  bool
-	csLast   []byte
+	fnDone    bool
+	fnOut     any
+	fnErr     error
+	finished  *messages.Event // completion to record at the end of the episode
+	final     *messages.Event // recorded ExecutionCompleted or ContinuedAsNew
+	csDirty   bool
+	csLast    []byte
 	episodes  uint64
 	createdAt time.Time
 }
