@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +51,32 @@ type Worker struct {
 	log   *zap.Logger
 	cache *cache
 	locks keyedMutex
+
+	// hook, if set (only by tests), is called at each stage of a commit;
+	// an error it returns is handled like a crash at that point: the
+	// instance is dropped from memory and the work is not acknowledged.
+	hook func(stage hookStage, instanceID, executionID string, episode uint64) error
+	// historyLoads counts history reads; conflicts counts episodes another
+	// worker committed first.
+	historyLoads atomic.Int64
+	conflicts    atomic.Int64
+}
+
+// hookStage names a point in commit.
+type hookStage int
+
+const (
+	stageBeforeAppend hookStage = iota // before AppendEpisode
+	stageAppended                      // after AppendEpisode, before the actions are published
+	stagePublished                     // after publishing, before the status record is written
+	stageCommitted                     // after the status record, before the ack
+)
+
+func (w *Worker) runHook(stage hookStage, e *entry) error {
+	if w.hook == nil {
+		return nil
+	}
+	return w.hook(stage, e.id, e.inst.ExecutionID(), e.inst.Episodes())
 }
 
 // New returns a Worker. The streams and buckets must be provisioned.
@@ -164,6 +191,8 @@ func (w *Worker) consume(ctx, work context.Context, stream, consumer string, lim
 var (
 	errConflict = errors.New("episode conflict")
 	errNotYet   = errors.New("instance not started yet")
+	// errStaleCache asks for the step to be tried again from history.
+	errStaleCache = errors.New("cached instance may be stale")
 )
 
 func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
@@ -173,14 +202,7 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	unlock := w.locks.lock(work.InstanceID)
-	defer unlock()
-	for attempt := 0; ; attempt++ {
-		err = w.step(ctx, work, attempt)
-		if !errors.Is(err, errConflict) || attempt >= 8 {
-			break
-		}
-	}
+	err = w.process(ctx, work)
 	switch {
 	case err == nil:
 		if err := msg.Ack(); err != nil {
@@ -191,6 +213,18 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 	default:
 		w.log.Error("orchestrator step", zap.String("instanceId", work.InstanceID), zap.Error(err))
 		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+// process applies a work item, retrying when another worker committed first.
+func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) (err error) {
+	unlock := w.locks.lock(work.InstanceID)
+	defer unlock()
+	for attempt := 0; ; attempt++ {
+		err = w.step(ctx, work, attempt)
+		if !errors.Is(err, errConflict) && !errors.Is(err, errStaleCache) || attempt >= 8 {
+			return err
+		}
 	}
 }
 
@@ -206,6 +240,7 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 		e.inst.Close()
 		e = nil
 	}
+	hot := e != nil
 	incoming := work.Events
 	if e == nil {
 		e, incoming, err = w.load(ctx, work, attempt)
@@ -217,6 +252,13 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 	if err != nil {
 		e.inst.Close()
 		return err
+	}
+	if len(ep.Events) == 0 && hot {
+		// A hot instance found nothing new in the work item. It may be
+		// behind history (another worker committed episodes since), and the
+		// work may answer an action of those: decide against history.
+		e.inst.Close()
+		return errStaleCache
 	}
 	if len(ep.Events) == 0 {
 		// Everything in the work item is already in history: a redelivery.
@@ -239,18 +281,35 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 // record, and keeps the instance hot.
 func (w *Worker) commit(ctx context.Context, e *entry, events, actions []messages.Event) error {
 	id, exec := e.id, e.inst.ExecutionID()
+	if err := w.runHook(stageBeforeAppend, e); err != nil {
+		e.inst.Close()
+		return err
+	}
 	if err := w.store.AppendEpisode(ctx, id, exec, e.inst.Episodes(), events); err != nil {
 		e.inst.Close()
 		if errors.Is(err, jetstore.ErrConflict) {
+			w.conflicts.Add(1)
 			return errConflict
 		}
+		return err
+	}
+	if err := w.runHook(stageAppended, e); err != nil {
+		e.inst.Close()
 		return err
 	}
 	if err := w.publish(ctx, e.inst, actions); err != nil {
 		e.inst.Close()
 		return err
 	}
+	if err := w.runHook(stagePublished, e); err != nil {
+		e.inst.Close()
+		return err
+	}
 	if err := w.writeStatus(ctx, e); err != nil {
+		e.inst.Close()
+		return err
+	}
+	if err := w.runHook(stageCommitted, e); err != nil {
 		e.inst.Close()
 		return err
 	}
@@ -284,6 +343,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		var history []messages.Event
 		if !(isStart && attempt == 0 && hop == 0) {
 			var err error
+			w.historyLoads.Add(1)
 			if history, _, err = w.store.LoadHistory(ctx, id, exec); err != nil {
 				return nil, nil, err
 			}
@@ -294,9 +354,14 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			}
 			return nil, nil, w.staleOrEarly(ctx, id, exec)
 		}
+		// The orchestrator's name is on ExecutionStarted, which follows the
+		// OrchestratorStarted that opens the first episode.
 		name := first.Name
-		if len(history) > 0 {
-			name = history[0].Name
+		for i := range history {
+			if history[i].Type == messages.EventExecutionStarted {
+				name = history[i].Name
+				break
+			}
 		}
 		fn, ok := w.reg.orchestrators[name]
 		if !ok {
@@ -395,7 +460,13 @@ func (w *Worker) writeStatus(ctx context.Context, e *entry) error {
 		}
 	}
 	rev, err := w.store.PutStatus(ctx, st, e.statusRev)
-	if err != nil && !errors.Is(err, jetstore.ErrStale) {
+	if errors.Is(err, jetstore.ErrStale) {
+		// A newer record is stored: this entry is behind. Its revision is
+		// not one this entry may later update without comparing.
+		e.statusRev = 0
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	e.statusRev = rev

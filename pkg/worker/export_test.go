@@ -1,0 +1,37 @@
+package worker
+
+import (
+	"context"
+
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// Stage exposes the commit stages to the external tests.
+type Stage = hookStage
+
+// Commit stages, in order.
+const (
+	StageBeforeAppend = stageBeforeAppend
+	StageAppended     = stageAppended
+	StagePublished    = stagePublished
+	StageCommitted    = stageCommitted
+)
+
+// SetHook installs a commit hook; call it before Run.
+func SetHook(w *Worker, f func(stage Stage, instanceID, executionID string, episode uint64) error) {
+	w.hook = f
+}
+
+// HistoryLoads returns how many times w has read a history.
+func HistoryLoads(w *Worker) int64 { return w.historyLoads.Load() }
+
+// Conflicts returns how many episodes w found already committed by another worker.
+func Conflicts(w *Worker) int64 { return w.conflicts.Load() }
+
+// Process runs one work item as the orchestrator consumer would, without a message.
+func Process(ctx context.Context, w *Worker, work *messages.OrchestratorWork) error {
+	return w.process(ctx, work)
+}
+
+// CacheLen returns how many instances w keeps hot.
+func CacheLen(w *Worker) int { return w.cache.len() }
