@@ -176,3 +176,97 @@ func (c *Client) WaitForCompletion(ctx context.Context, instanceID string) (*mes
 		}
 	}
 }
+
+// Update is one version of an instance's status record.
+type Update struct {
+	Status *messages.Status
+	// Revision is the record's revision in the status bucket; it changes
+	// with every write.
+	Revision uint64
+}
+
+// StatusRevision returns an instance's status record and its revision. If
+// there is none, ErrNotFound is returned.
+func (c *Client) StatusRevision(ctx context.Context, instanceID string) (Update, error) {
+	st, rev, err := c.store.GetStatus(ctx, instanceID)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return Update{}, ErrNotFound
+	}
+	if err != nil {
+		return Update{}, err
+	}
+	return Update{Status: st, Revision: rev}, nil
+}
+
+// Watch sends the instance's status record each time it changes, starting
+// with the current one, until ctx ends or the record reaches a terminal
+// status (sent last). Records at or before afterRevision are skipped. The
+// channel closes when the watch ends; a purge of the instance also ends it.
+// It is backed by a watch on the status bucket, not by polling.
+func (c *Client) Watch(ctx context.Context, instanceID string, afterRevision uint64) (<-chan Update, error) {
+	w, err := c.store.StatusKV().Watch(ctx, messages.Token(instanceID))
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", instanceID, err)
+	}
+	out := make(chan Update, 16)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue // the current values have been sent
+				}
+				if e.Operation() != jetstream.KeyValuePut {
+					return // purged
+				}
+				if e.Revision() <= afterRevision {
+					continue
+				}
+				st, err := messages.DecodeStatus(e.Value())
+				if err != nil {
+					continue
+				}
+				select {
+				case out <- Update{Status: st, Revision: e.Revision()}:
+				case <-ctx.Done():
+					return
+				}
+				if st.RuntimeStatus.Terminal() {
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// WaitForChange returns the instance's status record as soon as its
+// revision differs from revision, or the current record when ctx ends
+// first. If there is no record, ErrNotFound is returned.
+func (c *Client) WaitForChange(ctx context.Context, instanceID string, revision uint64) (Update, error) {
+	cur, err := c.StatusRevision(ctx, instanceID)
+	if err != nil || cur.Revision != revision {
+		return cur, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	updates, err := c.Watch(wctx, instanceID, revision)
+	if err != nil {
+		return Update{}, err
+	}
+	select {
+	case u, ok := <-updates:
+		if ok {
+			return u, nil
+		}
+	case <-ctx.Done():
+	}
+	return c.StatusRevision(context.WithoutCancel(ctx), instanceID)
+}
