@@ -52,10 +52,12 @@ const (
 	CmdSuspend
 	CmdResume
 	CmdPurge
+	CmdRewind
+	CmdRestart
 	cmdEnd
 )
 
-var cmdNames = [...]string{"invalid", "start", "raise", "terminate", "suspend", "resume", "purge"}
+var cmdNames = [...]string{"invalid", "start", "raise", "terminate", "suspend", "resume", "purge", "rewind", "restart"}
 
 // Valid reports whether k is a known, non-zero command.
 func (k CommandKind) Valid() bool { return k > CmdInvalid && k < cmdEnd }
@@ -78,6 +80,9 @@ type Command struct {
 	// Input is JSON text: the orchestration input or the event data.
 	Input  []byte `msgpack:"in,omitempty"`
 	Reason string `msgpack:"why,omitempty"`
+	// NewID, on restart, runs the restarted orchestration under a new
+	// instance ID instead of the same one.
+	NewID bool `msgpack:"newid,omitempty"`
 }
 
 // ErrorCode classifies a command error. The zero value means no error.

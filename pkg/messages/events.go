@@ -30,6 +30,8 @@ const (
 	EventContinuedAsNew
 	EventOrchestratorStarted
 	EventOrchestratorCompleted
+	// EventExecutionRewound asks a Failed run to re-run its failed work.
+	EventExecutionRewound
 	eventTypeEnd
 )
 
@@ -53,6 +55,7 @@ var eventNames = [...]string{
 	EventContinuedAsNew:            "ContinuedAsNew",
 	EventOrchestratorStarted:       "OrchestratorStarted",
 	EventOrchestratorCompleted:     "OrchestratorCompleted",
+	EventExecutionRewound:          "ExecutionRewound",
 }
 
 // Valid reports whether t is a known, non-zero event type.
