@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
 )
 
@@ -25,6 +26,13 @@ func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))
 	fn, ok := w.reg.activities[t.Name]
 	if !ok {
+		// Another worker may host it: hand it back quickly while the
+		// registry says some worker does, and for a few deliveries in
+		// case its worker is still starting.
+		if hosted, err := w.store.Registered(ctx, jetstore.KindActivity, t.Name); err == nil && hosted {
+			_ = msg.NakWithDelay(100 * time.Millisecond)
+			return
+		}
 		if md, err := msg.Metadata(); err == nil && md.NumDelivered < unregisteredDeliveries {
 			_ = msg.NakWithDelay(time.Second)
 			return
