@@ -5,14 +5,15 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -32,16 +33,29 @@ type Options struct {
 	TaskHub string
 	// MaxBodyBytes limits request bodies; 0 means 1 MiB.
 	MaxBodyBytes int64
+	// APIKeys, when not empty, are the keys a request must carry, as the
+	// code query parameter or the x-functions-key header.
+	APIKeys []string
+	// CORSOrigins are the origins allowed to call the API from a browser;
+	// "*" allows any.
+	CORSOrigins []string
 	// Logger receives internal errors, which clients never see; nil discards.
 	Logger *zap.Logger
 }
 
 // Server is the HTTP handler.
 type Server struct {
-	c    *client.Client
-	opts Options
-	log  *zap.Logger
-	mux  *http.ServeMux
+	c      *client.Client
+	opts   Options
+	log    *zap.Logger
+	mux    *http.ServeMux
+	routes []Route
+}
+
+// Route is one registered method and path pattern.
+type Route struct {
+	Method  string
+	Pattern string // below Prefix, in net/http pattern syntax
 }
 
 // New returns a Server that uses c.
@@ -56,21 +70,101 @@ func New(c *client.Client, opts Options) *Server {
 		opts.Logger = zap.NewNop()
 	}
 	s := &Server{c: c, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST "+Prefix+"orchestrators/{name}", s.start)
-	s.mux.HandleFunc("POST "+Prefix+"orchestrators/{name}/{id}", s.start)
-	s.mux.HandleFunc("GET "+Prefix+"instances/{id}", s.status)
-	s.mux.HandleFunc("DELETE "+Prefix+"instances/{id}", s.purge)
-	s.mux.HandleFunc("POST "+Prefix+"instances/{id}/raiseEvent/{event}", s.raise)
-	s.mux.HandleFunc("POST "+Prefix+"instances/{id}/terminate", s.control(s.c.Terminate))
-	s.mux.HandleFunc("POST "+Prefix+"instances/{id}/suspend", s.control(s.c.Suspend))
-	s.mux.HandleFunc("POST "+Prefix+"instances/{id}/resume", s.control(s.c.Resume))
+	s.handle("POST", "orchestrators/{name}", s.start)
+	s.handle("POST", "orchestrators/{name}/{id}", s.start)
+	s.handle("GET", "instances/{id}", s.status)
+	s.handle("GET", "instances/{id}/watch", s.watch)
+	s.handle("DELETE", "instances/{id}", s.purge)
+	s.handle("POST", "instances/{id}/raiseEvent/{event}", s.raise)
+	s.handle("POST", "instances/{id}/terminate", s.control(s.c.Terminate))
+	s.handle("POST", "instances/{id}/suspend", s.control(s.c.Suspend))
+	s.handle("POST", "instances/{id}/resume", s.control(s.c.Resume))
+	s.handle("POST", "instances/{id}/rewind", s.control(s.c.Rewind))
+	s.handle("POST", "instances/{id}/restart", s.restart)
+	s.mux.HandleFunc("GET /openapi.json", s.openAPI)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) handle(method, pattern string, h http.HandlerFunc) {
+	s.routes = append(s.routes, Route{Method: method, Pattern: pattern})
+	s.mux.HandleFunc(method+" "+Prefix+pattern, h)
+}
+
+// Routes returns the Durable Functions routes the server registered.
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cors(w, r) {
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, Prefix) && !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "a valid API key is required, as ?code= or the x-functions-key header")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// authorized reports whether r carries one of the API keys, if any are set.
+func (s *Server) authorized(r *http.Request) bool {
+	if len(s.opts.APIKeys) == 0 {
+		return true
+	}
+	got := r.Header.Get("x-functions-key")
+	if got == "" {
+		got = queryValue(r, "code")
+	}
+	ok := 0
+	for _, k := range s.opts.APIKeys {
+		ok |= subtle.ConstantTimeCompare([]byte(got), []byte(k))
+	}
+	return ok == 1 && got != ""
+}
+
+// cors sets the CORS headers for an allowed origin and answers a
+// preflight request; it reports whether the request was answered.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(s.opts.CORSOrigins) == 0 {
+		return false
+	}
+	if !slices.Contains(s.opts.CORSOrigins, "*") && !slices.Contains(s.opts.CORSOrigins, origin) {
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", "Location, Retry-After, ETag, x-ms-continuation-token")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, x-functions-key, x-ms-continuation-token, If-None-Match, Last-Event-ID")
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+// queryValue reads a query parameter, also from query strings that are
+// not validly escaped (official clients send reasons unescaped).
+func queryValue(r *http.Request, key string) string {
+	if q, err := url.ParseQuery(r.URL.RawQuery); err == nil {
+		return q.Get(key)
+	}
+	for _, pair := range strings.Split(r.URL.RawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if k != key {
+			continue
+		}
+		if u, err := url.QueryUnescape(v); err == nil {
+			return u
+		}
+		return v
+	}
+	return ""
+}
 
 type errorBody struct {
 	Message string `json:"message"`
@@ -104,6 +198,8 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusGone, "instance has already finished")
 	case errors.Is(err, client.ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, "no dispatcher is available; try again")
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads the answer.
 	default:
 		s.log.Error("request failed", zap.Error(err))
 		writeError(w, http.StatusInternalServerError, "internal error")
@@ -141,34 +237,6 @@ func (s *Server) instanceID(w http.ResponseWriter, r *http.Request) (string, boo
 	return id, true
 }
 
-func (s *Server) start(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := messages.ValidateName(name); err != nil {
-		writeError(w, http.StatusBadRequest, "orchestrator "+err.Error())
-		return
-	}
-	id := ""
-	if r.PathValue("id") != "" {
-		var ok bool
-		if id, ok = s.instanceID(w, r); !ok {
-			return
-		}
-	}
-	input, ok := s.body(w, r)
-	if !ok {
-		return
-	}
-	id, err := s.c.Start(r.Context(), name, id, input)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	urls := s.checkStatus(r, id)
-	w.Header().Set("Location", urls.StatusQueryGetURI)
-	w.Header().Set("Retry-After", "10")
-	writeJSON(w, http.StatusAccepted, urls)
-}
-
 // CheckStatus is the body a start answers with.
 type CheckStatus struct {
 	ID                    string `json:"id"`
@@ -195,17 +263,17 @@ func (s *Server) checkStatus(r *http.Request, id string) CheckStatus {
 	}
 	inst := base + Prefix + "instances/" + url.PathEscape(id)
 	q := url.Values{}
-	hub := r.URL.Query().Get("taskHub")
+	hub := queryValue(r, "taskHub")
 	if hub == "" {
 		hub = s.opts.TaskHub
 	}
 	q.Set("taskHub", hub)
-	conn := r.URL.Query().Get("connection")
+	conn := queryValue(r, "connection")
 	if conn == "" {
 		conn = "Storage"
 	}
 	q.Set("connection", conn)
-	if code := r.URL.Query().Get("code"); code != "" {
+	if code := queryValue(r, "code"); code != "" {
 		q.Set("code", code)
 	}
 	qs := q.Encode()
@@ -221,61 +289,11 @@ func (s *Server) checkStatus(r *http.Request, id string) CheckStatus {
 	}
 }
 
-// StatusBody is the Durable Functions status of an instance.
-type StatusBody struct {
-	Name            string          `json:"name"`
-	InstanceID      string          `json:"instanceId"`
-	RuntimeStatus   string          `json:"runtimeStatus"`
-	Input           json.RawMessage `json:"input"`
-	CustomStatus    json.RawMessage `json:"customStatus"`
-	Output          json.RawMessage `json:"output"`
-	CreatedTime     string          `json:"createdTime"`
-	LastUpdatedTime string          `json:"lastUpdatedTime"`
-}
-
-func rawOrNull(b []byte) json.RawMessage {
-	if len(b) == 0 {
-		return json.RawMessage("null")
-	}
-	return b
-}
-
-// NewStatusBody renders a status record as Durable Functions does.
-func NewStatusBody(st *messages.Status, showInput bool) StatusBody {
-	b := StatusBody{
-		Name:            st.Name,
-		InstanceID:      st.InstanceID,
-		RuntimeStatus:   st.RuntimeStatus.String(),
-		Input:           rawOrNull(st.Input),
-		CustomStatus:    rawOrNull(st.CustomStatus),
-		Output:          rawOrNull(st.Output),
-		CreatedTime:     st.CreatedAt.UTC().Format(time.RFC3339),
-		LastUpdatedTime: st.LastUpdatedAt.UTC().Format(time.RFC3339),
-	}
-	if !showInput {
-		b.Input = json.RawMessage("null")
-	}
-	return b
-}
-
-func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.instanceID(w, r)
-	if !ok {
-		return
-	}
-	st, err := s.c.Status(r.Context(), id)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	showInput := r.URL.Query().Get("showInput") != "false"
-	code := http.StatusOK
-	if !st.RuntimeStatus.Terminal() {
-		code = http.StatusAccepted
-		w.Header().Set("Location", s.checkStatus(r, id).StatusQueryGetURI)
-		w.Header().Set("Retry-After", "5")
-	}
-	writeJSON(w, code, NewStatusBody(st, showInput))
+func (s *Server) accepted(w http.ResponseWriter, r *http.Request, id string) {
+	urls := s.checkStatus(r, id)
+	w.Header().Set("Location", urls.StatusQueryGetURI)
+	w.Header().Set("Retry-After", "10")
+	writeJSON(w, http.StatusAccepted, urls)
 }
 
 func (s *Server) raise(w http.ResponseWriter, r *http.Request) {
@@ -286,6 +304,10 @@ func (s *Server) raise(w http.ResponseWriter, r *http.Request) {
 	event := r.PathValue("event")
 	if err := messages.ValidateName(event); err != nil {
 		writeError(w, http.StatusBadRequest, "event "+err.Error())
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "application/json") {
+		writeError(w, http.StatusBadRequest, "an event's data must be sent as Content-Type: application/json")
 		return
 	}
 	data, ok := s.body(w, r)
@@ -305,12 +327,29 @@ func (s *Server) control(op func(ctx context.Context, id, reason string) error) 
 		if !ok {
 			return
 		}
-		if err := op(r.Context(), id, r.URL.Query().Get("reason")); err != nil {
+		if err := op(r.Context(), id, queryValue(r, "reason")); err != nil {
 			s.fail(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
 	}
+}
+
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.instanceID(w, r)
+	if !ok {
+		return
+	}
+	newID := true
+	if v := queryValue(r, "restartWithNewInstanceId"); v != "" {
+		newID = !strings.EqualFold(v, "false")
+	}
+	nid, err := s.c.Restart(r.Context(), id, newID)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.accepted(w, r, nid)
 }
 
 func (s *Server) purge(w http.ResponseWriter, r *http.Request) {

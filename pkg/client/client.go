@@ -135,6 +135,20 @@ func (c *Client) Resume(ctx context.Context, instanceID, reason string) error {
 	return err
 }
 
+// Rewind re-runs the failed work of a Failed instance. An instance that is
+// not Failed gets ErrBadRequest.
+func (c *Client) Rewind(ctx context.Context, instanceID, reason string) error {
+	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdRewind, InstanceID: instanceID, Reason: reason})
+	return err
+}
+
+// Restart starts an instance's orchestration again with its original
+// input, under a new instance ID if newID is set, and returns the ID. The
+// same ID can be restarted only once its instance has finished (else ErrConflict).
+func (c *Client) Restart(ctx context.Context, instanceID string, newID bool) (string, error) {
+	return c.send(ctx, &messages.Command{Kind: messages.CmdRestart, InstanceID: instanceID, NewID: newID})
+}
+
 // Purge deletes the history and status of a finished instance.
 func (c *Client) Purge(ctx context.Context, instanceID string) error {
 	_, err := c.send(ctx, &messages.Command{Kind: messages.CmdPurge, InstanceID: instanceID})
@@ -175,6 +189,12 @@ func (c *Client) WaitForCompletion(ctx context.Context, instanceID string) (*mes
 			}
 		}
 	}
+}
+
+// History returns the events of one run of an instance, in order.
+func (c *Client) History(ctx context.Context, instanceID, executionID string) ([]messages.Event, error) {
+	events, _, err := c.store.LoadHistory(ctx, instanceID, executionID)
+	return events, err
 }
 
 // Update is one version of an instance's status record.

@@ -194,6 +194,8 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 		return c.InstanceID, d.start(ctx, c)
 	case messages.CmdPurge:
 		return c.InstanceID, d.purge(ctx, c.InstanceID)
+	case messages.CmdRestart:
+		return d.restart(ctx, c)
 	}
 	st, _, err := d.store.GetStatus(ctx, c.InstanceID)
 	if errors.Is(err, jetstore.ErrNotFound) {
@@ -201,6 +203,14 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	}
 	if err != nil {
 		return "", err
+	}
+	if c.Kind == messages.CmdRewind {
+		if st.RuntimeStatus != messages.StatusFailed {
+			return "", fail(messages.CodeBadRequest, "instance %q is %s; only a Failed instance can be rewound", c.InstanceID, st.RuntimeStatus)
+		}
+		ev := messages.Event{Type: messages.EventExecutionRewound, Reason: c.Reason, Timestamp: d.opts.Now().UTC()}
+		w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: c.InstanceID, ExecutionID: st.ExecutionID, Events: []messages.Event{ev}}
+		return c.InstanceID, d.publishWork(ctx, &w, "rewind:"+c.InstanceID+":"+st.ExecutionID)
 	}
 	if st.RuntimeStatus.Terminal() {
 		return "", fail(messages.CodeGone, "instance %q has already finished (%s)", c.InstanceID, st.RuntimeStatus)
@@ -308,6 +318,23 @@ func (d *Dispatcher) publishStart(ctx context.Context, st *messages.Status) erro
 		Events: []messages.Event{{Type: messages.EventExecutionStarted, Timestamp: st.CreatedAt, Name: st.Name,
 			Input: st.Input, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID}}}
 	return d.publishWork(ctx, &w, "start:"+st.InstanceID+":"+st.ExecutionID)
+}
+
+// restart starts the orchestration of an instance again with its original
+// input: under a new instance ID, or under the same one if it has finished.
+func (d *Dispatcher) restart(ctx context.Context, c *messages.Command) (string, error) {
+	st, _, err := d.store.GetStatus(ctx, c.InstanceID)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return "", fail(messages.CodeNotFound, "instance %q not found", c.InstanceID)
+	}
+	if err != nil {
+		return "", err
+	}
+	start := &messages.Command{Kind: messages.CmdStart, InstanceID: c.InstanceID, Name: st.Name, Input: st.Input}
+	if c.NewID {
+		start.InstanceID = messages.NewID()
+	}
+	return start.InstanceID, d.start(ctx, start)
 }
 
 // purge deletes the history and status of a finished instance.
