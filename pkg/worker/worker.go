@@ -242,8 +242,9 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 	}
 	hot := e != nil
 	incoming := work.Events
+	var history []messages.Event
 	if e == nil {
-		e, incoming, err = w.load(ctx, work, attempt)
+		e, incoming, history, err = w.load(ctx, work, attempt)
 		if err != nil || e == nil {
 			return err
 		}
@@ -262,8 +263,9 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 	}
 	if len(ep.Events) == 0 {
 		// Everything in the work item is already in history: a redelivery.
-		// Make sure what that history owes was sent, and repair the status.
-		if err := w.publish(ctx, e.inst, e.inst.Outstanding()); err != nil {
+		// Make sure the episode that applied it sent what it still owes,
+		// and repair the status.
+		if err := w.publish(ctx, e.inst, owedActions(history, incoming)); err != nil {
 			e.inst.Close()
 			return err
 		}
@@ -323,17 +325,17 @@ func (w *Worker) commit(ctx context.Context, e *entry, events, actions []message
 
 // load rebuilds an instance from its history. It returns the events of the
 // work item that still apply (those for a run that continued as new move
-// to the new run).
-func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, attempt int) (*entry, []messages.Event, error) {
+// to the new run) and the history it replayed.
+func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, attempt int) (*entry, []messages.Event, []messages.Event, error) {
 	id, exec := work.InstanceID, work.ExecutionID
 	incoming := work.Events
 	if exec == "" {
 		st, _, err := w.store.GetStatus(ctx, id)
 		if errors.Is(err, jetstore.ErrNotFound) {
-			return nil, nil, errNotYet
+			return nil, nil, nil, errNotYet
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		exec = st.ExecutionID
 	}
@@ -345,14 +347,14 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			var err error
 			w.historyLoads.Add(1)
 			if history, _, err = w.store.LoadHistory(ctx, id, exec); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 		if len(history) == 0 && !isStart {
 			if hop > 0 {
-				return nil, nil, errNotYet // the new run's start is on its way
+				return nil, nil, nil, errNotYet // the new run's start is on its way
 			}
-			return nil, nil, w.staleOrEarly(ctx, id, exec)
+			return nil, nil, nil, w.staleOrEarly(ctx, id, exec)
 		}
 		// The orchestrator's name is on ExecutionStarted, which follows the
 		// OrchestratorStarted that opens the first episode.
@@ -365,7 +367,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		}
 		fn, ok := w.reg.orchestrators[name]
 		if !ok {
-			return nil, nil, fmt.Errorf("orchestrator %q is not registered on this worker", name)
+			return nil, nil, nil, fmt.Errorf("orchestrator %q is not registered on this worker", name)
 		}
 		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.With(zap.String("instanceId", id), zap.String("orchestrator", name))})
 		e := &entry{id: id, inst: inst}
@@ -373,13 +375,13 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			inst.Close()
 			var nd *replay.NonDeterminismError
 			if !errors.As(err, &nd) {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
-			return nil, nil, w.failRun(ctx, id, exec, history, incoming, err)
+			return nil, nil, nil, w.failRun(ctx, id, exec, history, incoming, err)
 		}
 		f := inst.Final()
 		if f == nil || f.Type != messages.EventContinuedAsNew || hop >= 3 {
-			return e, incoming, nil
+			return e, incoming, history, nil
 		}
 		// The run continued as new: events from clients follow it; results
 		// of the old run's tasks do not.
@@ -392,7 +394,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			}
 		}
 		if len(carried) == 0 {
-			return e, incoming, nil
+			return e, incoming, history, nil
 		}
 		incoming = carried
 	}
