@@ -35,12 +35,46 @@ type stack struct {
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	srv := natstest.Start(t)
+	return startStackWith(t, stackOptions{})
+}
+
+type stackOptions struct {
+	// noWorker leaves the worker out: the sample names are registered,
+	// so starts are accepted, but nothing runs until startWorker.
+	noWorker bool
+	api      api.Options
+}
+
+func startWorker(t *testing.T, srv *natstest.Server) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
+	_, wjs := natstest.Connect(t, srv)
+	reg := worker.NewRegistry()
+	if err := samples.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(ctx, wjs, reg, worker.Options{Logger: zaptest.NewLogger(t).Named("worker")})
+	if err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		for range 2 {
+		if err := <-done; err != nil {
+			t.Errorf("worker stopped with error: %v", err)
+		}
+	})
+}
+
+func startStackWith(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	t.Cleanup(func() {
+		cancel()
+		for range 1 {
 			if err := <-done; err != nil {
 				t.Errorf("component stopped with error: %v", err)
 			}
@@ -54,23 +88,22 @@ func startStack(t *testing.T) *stack {
 	}
 	go func() { done <- d.Run(ctx) }()
 
-	_, wjs := natstest.Connect(t, srv)
-	reg := worker.NewRegistry()
-	if err := samples.Register(reg); err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(ctx, wjs, reg, worker.Options{Logger: zaptest.NewLogger(t).Named("worker")})
-	if err != nil {
-		t.Fatalf("worker: %v", err)
-	}
-	go func() { done <- w.Run(ctx) }()
-
 	anc, ajs := natstest.Connect(t, srv)
 	c, err := client.New(ctx, anc, ajs)
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
-	hs := httptest.NewServer(api.New(c, api.Options{Logger: zaptest.NewLogger(t).Named("api")}))
+	if o.noWorker {
+		for _, name := range []string{"E1_HelloSequence", "CityRecommender", "ReserveTicket", "SetStatusTest"} {
+			if err := c.Store().Register(ctx, jetstore.KindOrchestrator, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	} else {
+		startWorker(t, srv)
+	}
+	o.api.Logger = zaptest.NewLogger(t).Named("api")
+	hs := httptest.NewServer(api.New(c, o.api))
 	t.Cleanup(hs.Close)
 
 	// The worker registers its names at start; starts are refused until then.
