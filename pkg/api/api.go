@@ -158,12 +158,41 @@ func queryValue(r *http.Request, key string) string {
 		if k != key {
 			continue
 		}
-		if u, err := url.QueryUnescape(v); err == nil {
-			return u
-		}
-		return v
+		return lenientUnescape(v)
 	}
 	return ""
+}
+
+// lenientUnescape decodes %XX escapes that are valid and '+' as a space,
+// and keeps every other byte, a stray '%' included, as it is.
+func lenientUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b.WriteByte(' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 type errorBody struct {

@@ -95,7 +95,8 @@ func TestQueryValueAcceptsUnescapedText(t *testing.T) {
 	cases := map[string]string{
 		"reason=plain":                 "plain",
 		"reason=with%20space":          "with space",
-		"reason=100%+sure&taskHub=x":   "100%+sure",
+		"reason=100%+sure&taskHub=x":   "100% sure",
+		"reason=a+b%2Bc%":              "a b+c%",
 		"taskHub=x&reason=50%off":      "50%off",
 		"reason=%zz&code=1":            "%zz",
 		"code=1&reason=a%2Fb&extra=%%": "a/b",

@@ -97,7 +97,9 @@ type Config struct {
 	Registry *worker.Registry
 	Worker   worker.Options
 	Store    jetstore.Config
-	Logger   *zap.Logger
+	// API configures the HTTP API; its Logger defaults to Logger's.
+	API    api.Options
+	Logger *zap.Logger
 	// Ready, if set, is called once everything is serving.
 	Ready func(natsURL, httpURL string)
 }
@@ -146,11 +148,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen for http: %w", err)
 	}
-	srv := &http.Server{Handler: api.New(c, api.Options{Logger: log.Named("api")}), ReadHeaderTimeout: 10 * time.Second}
+	aopts := cfg.API
+	if aopts.Logger == nil {
+		aopts.Logger = log.Named("api")
+	}
+	srv := &http.Server{Handler: api.New(c, aopts), ReadHeaderTimeout: 10 * time.Second}
 
+	runCtx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
 	errs := make(chan error, 3)
-	go func() { errs <- d.Run(ctx) }()
-	go func() { errs <- w.Run(ctx) }()
+	go func() { errs <- d.Run(runCtx) }()
+	go func() { errs <- w.Run(runCtx) }()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs <- err
@@ -162,12 +170,26 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Ready(ns.ClientURL(), "http://"+ln.Addr().String())
 	}
 	var first error
+	pending := 3
 	select {
 	case <-ctx.Done():
 	case first = <-errs:
+		pending--
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// Stop everything, and wait for it before NATS goes away.
+	stopAll()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
+	for ; pending > 0; pending-- {
+		select {
+		case err := <-errs:
+			if first == nil {
+				first = err
+			}
+		case <-sctx.Done():
+			return errors.Join(first, errors.New("devserver: components did not stop in time"))
+		}
+	}
 	return first
 }
