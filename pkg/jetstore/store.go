@@ -180,9 +180,15 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 	return 0, fmt.Errorf("put status of %s: too many concurrent writers", st.InstanceID)
 }
 
-// newer reports whether a is strictly newer than b.
+// newer reports whether a is strictly newer than b. Of two runs, the later
+// rewind of the same run is newer (a rewind keeps CreatedAt); otherwise the
+// run started later.
 func newer(a, b *messages.Status) bool {
 	if a.ExecutionID != b.ExecutionID {
+		ab, an := splitRewind(a.ExecutionID)
+		if bb, bn := splitRewind(b.ExecutionID); ab == bb {
+			return an > bn
+		}
 		return a.CreatedAt.After(b.CreatedAt)
 	}
 	return a.Episode > b.Episode

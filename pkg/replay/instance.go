@@ -53,6 +53,7 @@ type Instance struct {
 	seen         map[string]struct{} // EventIDs of raised events applied
 	suspended    bool
 	held         []messages.Event // events that arrived while suspended
+	rewound      bool             // ExecutionRewound applied (see rewind.go)
 
 	started  bool
 	alive    bool
@@ -329,6 +330,8 @@ func (in *Instance) apply(e *messages.Event, replaying bool) (bool, error) {
 		in.final = &f
 		in.Close()
 		return true, nil
+	case messages.EventExecutionRewound:
+		return in.applyRewound(), nil
 	}
 	return false, fmt.Errorf("replay: cannot apply %s", e.Type)
 }

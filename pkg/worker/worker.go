@@ -220,6 +220,11 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) (err error) {
 	unlock := w.locks.lock(work.InstanceID)
 	defer unlock()
+	if rw := rewindEvent(work.Events); rw != nil {
+		if work, err = w.prepareRewind(ctx, work, rw); err != nil || work == nil {
+			return err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		err = w.step(ctx, work, attempt)
 		if !errors.Is(err, errConflict) && !errors.Is(err, errStaleCache) || attempt >= 8 {
@@ -276,7 +281,13 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 		w.cache.put(e)
 		return nil
 	}
-	return w.commit(ctx, e, ep.Events, ep.Actions)
+	actions := ep.Actions
+	if hasType(ep.Events, messages.EventExecutionRewound) {
+		// The first episode of a rewound run also sends what the history
+		// it was given leaves open (see rewind.go).
+		actions = e.inst.Outstanding()
+	}
+	return w.commit(ctx, e, ep.Events, actions)
 }
 
 // commit appends an episode, publishes its actions, writes the status
