@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,15 +53,29 @@ func Main(name string, run func(ctx context.Context, args []string) error) {
 
 // common holds what every process configures.
 type common struct {
-	nats     natsconn.Options
-	logLevel string
-	dev      bool
+	nats      natsconn.Options
+	logLevel  string
+	dev       bool
+	adminAddr string
+	pprof     bool
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	c.nats.Register(fs)
+	fs.StringVar(&c.adminAddr, "admin", os.Getenv("JETFLOW_ADMIN"), "address for /healthz and /readyz, e.g. :8081 (JETFLOW_ADMIN); empty serves none")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve /debug/pprof/ on the admin address")
 	fs.StringVar(&c.logLevel, "log-level", envOr("JETFLOW_LOG_LEVEL", "info"), "log level: debug, info, warn or error (JETFLOW_LOG_LEVEL)")
 	fs.BoolVar(&c.dev, "log-console", false, "log as console text instead of JSON")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func envOr(name, def string) string {
@@ -98,6 +113,10 @@ func (c *common) connect(ctx context.Context, name string, wait bool) (*nats.Con
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	if err := serveAdmin(ctx, c.adminAddr, c.pprof, Health(nc, js), log); err != nil {
 		nc.Close()
 		return nil, nil, nil, err
 	}
@@ -182,9 +201,12 @@ func RunAPI(ctx context.Context, args []string) error {
 	var o api.Options
 	fs.StringVar(&o.BaseURL, "base-url", os.Getenv("JETFLOW_BASE_URL"), "public base URL for the URLs in check-status bodies (JETFLOW_BASE_URL); default: the request's")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body", 1<<20, "largest request body in bytes")
+	keys := fs.String("api-keys", os.Getenv("JETFLOW_API_KEYS"), "comma-separated API keys; when set, every request needs one as ?code= or x-functions-key (JETFLOW_API_KEYS)")
+	origins := fs.String("cors-origins", os.Getenv("JETFLOW_CORS_ORIGINS"), "comma-separated origins allowed by CORS, or * (JETFLOW_CORS_ORIGINS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	o.APIKeys, o.CORSOrigins = splitList(*keys), splitList(*origins)
 	nc, js, log, err := c.connect(ctx, "jetflow-api", true)
 	if err != nil {
 		return err
@@ -200,7 +222,12 @@ func RunAPI(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: api.New(cl, o), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	health := Health(nc, js)
+	mux.Handle("GET /healthz", health)
+	mux.Handle("GET /readyz", health)
+	mux.Handle("/", api.New(cl, o))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 1)
 	go func() { errs <- srv.Serve(ln) }()
 	log.Info("api serving", zap.String("http", ln.Addr().String()), zap.String("nats", nc.ConnectedUrlRedacted()))

@@ -107,7 +107,8 @@ func TestMultiProcessKillWorker(t *testing.T) {
 	srv := natstest.Start(t)
 	url := srv.URL()
 	const ackWait = "2s"
-	startProc(t, "dispatcher", "--server", url, "-orchestrator-ack-wait", ackWait, "-activity-ack-wait", ackWait)
+	adminAddr := freeAddr(t)
+	startProc(t, "dispatcher", "--server", url, "-orchestrator-ack-wait", ackWait, "-activity-ack-wait", ackWait, "-admin", adminAddr)
 	_, js := natstest.Connect(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -133,6 +134,18 @@ func TestMultiProcessKillWorker(t *testing.T) {
 		}
 		return err == nil && r.StatusCode == http.StatusNotFound
 	})
+
+	// Every process reports itself alive and ready.
+	for _, u := range []string{"http://" + adminAddr + "/healthz", "http://" + adminAddr + "/readyz", "http://" + httpAddr + "/healthz", "http://" + httpAddr + "/readyz"} {
+		waitFor(t, 10*time.Second, u, func() bool {
+			r, err := http.Get(u)
+			if err != nil {
+				return false
+			}
+			r.Body.Close()
+			return r.StatusCode == http.StatusOK
+		})
+	}
 
 	// Count completions from the status bucket as they happen.
 	const n = 200
