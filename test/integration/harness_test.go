@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/jetflow/jetflow/internal/natstest"
@@ -43,9 +44,16 @@ type stackOptions struct {
 	// so starts are accepted, but nothing runs until startWorker.
 	noWorker bool
 	api      api.Options
+	// logs, if set, receives the dispatcher's and the worker's log entries.
+	logs *zap.Logger
 }
 
 func startWorker(t *testing.T, srv *natstest.Server) {
+	t.Helper()
+	startWorkerLogging(t, srv, zaptest.NewLogger(t).Named("worker"))
+}
+
+func startWorkerLogging(t *testing.T, srv *natstest.Server, log *zap.Logger) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, wjs := natstest.Connect(t, srv)
@@ -53,7 +61,7 @@ func startWorker(t *testing.T, srv *natstest.Server) {
 	if err := samples.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(ctx, wjs, reg, worker.Options{Logger: zaptest.NewLogger(t).Named("worker")})
+	w, err := worker.New(ctx, wjs, reg, worker.Options{Logger: log})
 	if err != nil {
 		t.Fatalf("worker: %v", err)
 	}
@@ -82,7 +90,11 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	})
 
 	dnc, djs := natstest.Connect(t, srv)
-	d, err := dispatcher.New(ctx, dnc, djs, dispatcher.Options{Logger: zaptest.NewLogger(t).Named("dispatcher")})
+	dlog, wlog := zaptest.NewLogger(t).Named("dispatcher"), zaptest.NewLogger(t).Named("worker")
+	if o.logs != nil {
+		dlog, wlog = o.logs, o.logs
+	}
+	d, err := dispatcher.New(ctx, dnc, djs, dispatcher.Options{Logger: dlog})
 	if err != nil {
 		t.Fatalf("dispatcher: %v", err)
 	}
@@ -100,7 +112,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 			}
 		}
 	} else {
-		startWorker(t, srv)
+		startWorkerLogging(t, srv, wlog)
 	}
 	o.api.Logger = zaptest.NewLogger(t).Named("api")
 	hs := httptest.NewServer(api.New(c, o.api))
