@@ -398,6 +398,11 @@ func TestProtocol(t *testing.T) {
 		}
 		protoExpect(t, nc, protoCommand{K: pkRaise, IID: id, N: "CitySelected"}, pcGone)
 		protoExpect(t, nc, protoCommand{K: pkRewind, IID: id, Why: "try again"}, pcOK)
+		// The rewound run is <exec>_r1; this orchestrator fails again in it.
+		again := protoWatch(t, kv, id, func(s protoStatus) bool { return s.Exec == st.Exec+"_r1" && protoTerminal(s) })
+		if again.St != psFailed || !again.CT.Equal(st.CT) {
+			t.Fatalf("rewound status %+v", again)
+		}
 	})
 
 	t.Run("restart", func(t *testing.T) {
