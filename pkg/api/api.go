@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 
@@ -100,11 +101,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cors(w, r) {
 		return
 	}
+	if p := r.URL.Path; !isClean(p) {
+		// net/http would redirect; an API client gets an answer instead.
+		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+p)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, Prefix) && !s.authorized(r) {
 		writeError(w, http.StatusUnauthorized, "a valid API key is required, as ?code= or the x-functions-key header")
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// isClean reports whether p has no empty, "." or ".." segments; a
+// trailing slash is allowed.
+func isClean(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // authorized reports whether r carries one of the API keys, if any are set.
