@@ -11,6 +11,8 @@
 //     each written once with Create.
 //   - Bucket jetflow-status: one status record per instance.
 //   - Bucket jetflow-registry: the orchestrator and activity names workers host.
+//   - Bucket jetflow-index: one key per instance under its runtime status,
+//     <status>.<instance>, for listing (see index.go).
 package jetstore
 
 import (
@@ -117,15 +119,28 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			return fmt.Errorf("provision consumer %s: %w", c.cfg.Durable, err)
 		}
 	}
+	// The index of records written before it existed is built once.
+	_, err := js.KeyValue(ctx, IndexBucket)
+	newIndex := errors.Is(err, jetstream.ErrBucketNotFound)
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: messages.HistoryBucket, Description: "jetflow history: one key per episode", History: 1},
 		{Bucket: messages.StatusBucket, Description: "jetflow status records", History: 1},
 		{Bucket: messages.RegistryBucket, Description: "jetflow registered orchestrators and activities", History: 1},
+		{Bucket: IndexBucket, Description: "jetflow listing index: <status>.<instance>", History: 1},
 	}
 	for _, b := range buckets {
 		b.Storage, b.Replicas = storage, cfg.Replicas
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("provision bucket %s: %w", b.Bucket, err)
+		}
+	}
+	if newIndex {
+		s, err := Open(ctx, js)
+		if err != nil {
+			return err
+		}
+		if err := s.Reindex(ctx); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -153,7 +168,7 @@ func checkProvisioned(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: %w", s, err)
 		}
 	}
-	for _, b := range []string{messages.HistoryBucket, messages.StatusBucket, messages.RegistryBucket} {
+	for _, b := range []string{messages.HistoryBucket, messages.StatusBucket, messages.RegistryBucket, IndexBucket} {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			return fmt.Errorf("bucket %s: %w", b, err)
 		}

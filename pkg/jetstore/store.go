@@ -17,12 +17,15 @@ type Store struct {
 	history  jetstream.KeyValue
 	status   jetstream.KeyValue
 	registry jetstream.KeyValue
+	index    jetstream.KeyValue
 	hstream  jetstream.Stream
+	istream  jetstream.Stream
+	known    *knownStatuses
 }
 
 // Open binds to the provisioned buckets.
 func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	s := &Store{js: js}
+	s := &Store{js: js, known: newKnownStatuses(1 << 16)}
 	var err error
 	if s.history, err = js.KeyValue(ctx, messages.HistoryBucket); err != nil {
 		return nil, fmt.Errorf("open history bucket: %w", err)
@@ -33,8 +36,14 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if s.registry, err = js.KeyValue(ctx, messages.RegistryBucket); err != nil {
 		return nil, fmt.Errorf("open registry bucket: %w", err)
 	}
+	if s.index, err = js.KeyValue(ctx, IndexBucket); err != nil {
+		return nil, fmt.Errorf("open index bucket: %w", err)
+	}
 	if s.hstream, err = js.Stream(ctx, "KV_"+messages.HistoryBucket); err != nil {
 		return nil, fmt.Errorf("open history stream: %w", err)
+	}
+	if s.istream, err = js.Stream(ctx, "KV_"+IndexBucket); err != nil {
+		return nil, fmt.Errorf("open index stream: %w", err)
 	}
 	return s, nil
 }
@@ -133,6 +142,7 @@ func (s *Store) GetStatus(ctx context.Context, instanceID string) (*messages.Sta
 	if err != nil {
 		return nil, 0, fmt.Errorf("status of %s: %w", instanceID, err)
 	}
+	s.known.set(e.Key(), e.Revision(), st.RuntimeStatus)
 	return st, e.Revision(), nil
 }
 
@@ -143,7 +153,8 @@ var ErrStale = errors.New("a newer status record is stored")
 // is newer if its run started later, or, for the same run, if it reflects
 // more episodes. rev is the revision the caller last saw (0 if unknown).
 // It returns the new revision; if the stored record is newer it returns
-// that record's revision and ErrStale.
+// that record's revision and ErrStale. When the runtime status changes, it
+// maintains the listing index (see index.go).
 func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) (uint64, error) {
 	st.V = messages.SchemaVersion
 	b, err := messages.Encode(st)
@@ -152,6 +163,30 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 	}
 	key := messages.Token(st.InstanceID)
 	for attempt := 0; attempt < 10; attempt++ {
+		// The status of the record this write replaces (none for a Create).
+		prev := messages.StatusInvalid
+		if rev != 0 {
+			p, ok := s.known.get(key, rev)
+			if !ok {
+				cur, crev, err := s.GetStatus(ctx, st.InstanceID)
+				switch {
+				case errors.Is(err, ErrNotFound):
+					rev = 0
+					continue
+				case err != nil:
+					return 0, err
+				}
+				if crev != rev && newer(cur, st) {
+					return crev, ErrStale
+				}
+				rev, p = crev, cur.RuntimeStatus
+			}
+			prev = p
+		}
+		q, err := s.putIndex(ctx, st, prev)
+		if err != nil {
+			return 0, err
+		}
 		var nrev uint64
 		if rev == 0 {
 			nrev, err = s.status.Create(ctx, key, b)
@@ -159,6 +194,8 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 			nrev, err = s.status.Update(ctx, key, b, rev)
 		}
 		if err == nil {
+			s.known.set(key, nrev, st.RuntimeStatus)
+			s.dropIndex(ctx, key, prev, st.RuntimeStatus, q)
 			return nrev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -204,6 +241,28 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 		return 0, err
 	}
 	key := messages.Token(st.InstanceID)
+	prev := messages.StatusInvalid
+	if rev != 0 {
+		p, ok := s.known.get(key, rev)
+		if !ok {
+			cur, crev, err := s.GetStatus(ctx, st.InstanceID)
+			if errors.Is(err, ErrNotFound) {
+				return 0, ErrConflict
+			}
+			if err != nil {
+				return 0, err
+			}
+			if crev != rev {
+				return 0, ErrConflict
+			}
+			p = cur.RuntimeStatus
+		}
+		prev = p
+	}
+	q, err := s.putIndex(ctx, st, prev)
+	if err != nil {
+		return 0, err
+	}
 	var nrev uint64
 	if rev == 0 {
 		nrev, err = s.status.Create(ctx, key, b)
@@ -216,13 +275,28 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 	if err != nil {
 		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
 	}
+	s.known.set(key, nrev, st.RuntimeStatus)
+	s.dropIndex(ctx, key, prev, st.RuntimeStatus, q)
 	return nrev, nil
 }
 
-// DeleteStatus removes an instance's status record.
+// DeleteStatus removes an instance's status record and its index key.
+// PurgeInstance is the safe way to delete a finished instance.
 func (s *Store) DeleteStatus(ctx context.Context, instanceID string) error {
-	if err := s.status.Purge(ctx, messages.Token(instanceID)); err != nil {
+	tok := messages.Token(instanceID)
+	st, _, err := s.GetStatus(ctx, instanceID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.status.Purge(ctx, tok); err != nil {
 		return fmt.Errorf("delete status of %s: %w", instanceID, err)
+	}
+	s.known.forget(tok)
+	if err := s.istream.Purge(ctx, jetstream.WithPurgeSubject(indexSubjectPrefix+indexKey(st.RuntimeStatus, tok))); err != nil {
+		return fmt.Errorf("delete index of %s: %w", instanceID, err)
 	}
 	return nil
 }
