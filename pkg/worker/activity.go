@@ -103,6 +103,7 @@ func (w *Worker) runActivity(ctx context.Context, msg jetstream.Msg, fn Activity
 
 // finishActivity sends the activity's result to its orchestration.
 func (w *Worker) finishActivity(ctx context.Context, t *messages.ActivityTask, out []byte, failure *messages.Failure) error {
+	out, failure = w.limitResult(t, out, failure)
 	ev := messages.Event{Type: messages.EventTaskCompleted, TaskID: t.TaskID, Result: out}
 	if failure != nil {
 		ev = messages.Event{Type: messages.EventTaskFailed, TaskID: t.TaskID, Failure: failure}

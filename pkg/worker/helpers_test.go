@@ -46,7 +46,12 @@ func newEnv(t *testing.T) *env {
 
 func newEnvWith(t *testing.T, cfg jetstore.Config) *env {
 	t.Helper()
-	srv := natstest.Start(t)
+	return newEnvOn(t, natstest.Start(t), cfg)
+}
+
+// newEnvOn is newEnvWith on a server the test started.
+func newEnvOn(t *testing.T, srv *natstest.Server, cfg jetstore.Config) *env {
+	t.Helper()
 	nc, js := natstest.Connect(t, srv)
 	ctx := context.Background()
 	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: cfg})

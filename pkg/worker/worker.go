@@ -281,6 +281,7 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 		w.cache.put(e)
 		return nil
 	}
+	w.limitFinal(e, ep)
 	actions := ep.Actions
 	if hasType(ep.Events, messages.EventExecutionRewound) {
 		// The first episode of a rewound run also sends what the history
@@ -453,6 +454,22 @@ func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming
 
 // writeStatus writes the instance's status record after its history.
 func (w *Worker) writeStatus(ctx context.Context, e *entry) error {
+	rev, err := w.store.PutStatus(ctx, w.statusRecord(e), e.statusRev)
+	if errors.Is(err, jetstore.ErrStale) {
+		// A newer record is stored: this entry is behind. Its revision is
+		// not one this entry may later update without comparing.
+		e.statusRev = 0
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e.statusRev = rev
+	return nil
+}
+
+// statusRecord is the status record of the instance as history shows it.
+func (w *Worker) statusRecord(e *entry) *messages.Status {
 	in := e.inst
 	st := &messages.Status{
 		InstanceID:    e.id,
@@ -472,16 +489,5 @@ func (w *Worker) writeStatus(ctx context.Context, e *entry) error {
 			st.Output, _ = jsonString(f.Failure.Message)
 		}
 	}
-	rev, err := w.store.PutStatus(ctx, st, e.statusRev)
-	if errors.Is(err, jetstore.ErrStale) {
-		// A newer record is stored: this entry is behind. Its revision is
-		// not one this entry may later update without comparing.
-		e.statusRev = 0
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	e.statusRev = rev
-	return nil
+	return st
 }
