@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/client"
+	"github.com/jetflow/jetflow/pkg/dashboard"
 	"github.com/jetflow/jetflow/pkg/messages"
 )
 
@@ -73,6 +74,10 @@ func New(c *client.Client, opts Options) *Server {
 	s := &Server{c: c, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	s.handle("POST", "orchestrators/{name}", s.start)
 	s.handle("POST", "orchestrators/{name}/{id}", s.start)
+	s.handle("GET", "instances", s.list)
+	s.handle("GET", "instances/{$}", s.list)
+	s.handle("DELETE", "instances", s.purgeMany)
+	s.handle("DELETE", "instances/{$}", s.purgeMany)
 	s.handle("GET", "instances/{id}", s.status)
 	s.handle("GET", "instances/{id}/watch", s.watch)
 	s.handle("DELETE", "instances/{id}", s.purge)
@@ -83,6 +88,9 @@ func New(c *client.Client, opts Options) *Server {
 	s.handle("POST", "instances/{id}/rewind", s.control(s.c.Rewind))
 	s.handle("POST", "instances/{id}/restart", s.restart)
 	s.mux.HandleFunc("GET /openapi.json", s.openAPI)
+	ui := dashboard.Handler()
+	s.mux.Handle("GET /{$}", ui)
+	s.mux.Handle("GET "+dashboard.AssetPrefix, ui)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
 	})

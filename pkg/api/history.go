@@ -2,9 +2,14 @@ package api
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/jetflow/jetflow/pkg/messages"
 )
+
+// formatNano formats a history time with its fraction of a second, as
+// Durable Functions does.
+func formatNano(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 
 // HistoryEvent is one event of historyEvents, shaped as Durable Functions
 // shapes it: PascalCase keys, EventType by name, a Timestamp on every event.
@@ -41,7 +46,7 @@ func HistoryEvents(history []messages.Event, showOutput bool) []HistoryEvent {
 	scheduled := map[int32]messages.Event{}
 	var out []HistoryEvent
 	for _, e := range history {
-		h := HistoryEvent{EventType: e.Type.String(), Timestamp: formatTime(e.Timestamp)}
+		h := HistoryEvent{EventType: e.Type.String(), Timestamp: formatNano(e.Timestamp)}
 		output := func(b []byte) json.RawMessage {
 			if !showOutput || len(b) == 0 {
 				return nil
@@ -61,7 +66,7 @@ func HistoryEvents(history []messages.Event, showOutput bool) []HistoryEvent {
 			messages.EventSubOrchestrationCompleted, messages.EventSubOrchestrationFailed:
 			if s, ok := scheduled[e.TaskID]; ok {
 				h.FunctionName, h.InstanceID = s.Name, s.InstanceID
-				h.ScheduledTime = formatTime(s.Timestamp)
+				h.ScheduledTime = formatNano(s.Timestamp)
 			}
 			h.Result = output(e.Result)
 			if e.Failure != nil {
@@ -76,7 +81,7 @@ func HistoryEvents(history []messages.Event, showOutput bool) []HistoryEvent {
 				h.Reason, h.Details = e.Failure.Message, e.Failure.Cause
 			}
 		case messages.EventTimerCreated, messages.EventTimerFired:
-			h.FireAt = formatTime(e.FireAt)
+			h.FireAt = formatNano(e.FireAt)
 			id := e.TaskID
 			h.TimerID = &id
 		case messages.EventRaised, messages.EventSent:

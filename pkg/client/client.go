@@ -290,3 +290,23 @@ func (c *Client) WaitForChange(ctx context.Context, instanceID string, revision 
 	}
 	return c.StatusRevision(context.WithoutCancel(ctx), instanceID)
 }
+
+// ListFilter selects instances for List and PurgeInstances.
+type ListFilter = jetstore.ListFilter
+
+// ErrBadToken is returned by List for a continuation token it did not make.
+var ErrBadToken = jetstore.ErrBadToken
+
+// List returns a page of up to pageSize status records that match f, and
+// the token of the next page ("" when there is none). Pass "" for the
+// first page.
+func (c *Client) List(ctx context.Context, f ListFilter, pageSize int, token string) ([]*messages.Status, string, error) {
+	return c.store.List(ctx, f, pageSize, token)
+}
+
+// PurgeInstances deletes every finished instance f selects and returns how
+// many were deleted. It works on the buckets directly; there is no NATS
+// command for it.
+func (c *Client) PurgeInstances(ctx context.Context, f ListFilter) (int, error) {
+	return c.store.PurgeInstances(ctx, f)
+}

@@ -339,18 +339,14 @@ func (d *Dispatcher) restart(ctx context.Context, c *messages.Command) (string, 
 
 // purge deletes the history and status of a finished instance.
 func (d *Dispatcher) purge(ctx context.Context, id string) error {
-	st, _, err := d.store.GetStatus(ctx, id)
-	if errors.Is(err, jetstore.ErrNotFound) {
+	err := d.store.PurgeInstance(ctx, id)
+	switch {
+	case errors.Is(err, jetstore.ErrNotFound):
 		return fail(messages.CodeNotFound, "instance %q not found", id)
+	case errors.Is(err, jetstore.ErrNotFinished):
+		return fail(messages.CodeConflict, "instance %q has not finished; terminate it before purging", id)
+	case errors.Is(err, jetstore.ErrConflict):
+		return fail(messages.CodeConflict, "instance %q was started again while it was purged", id)
 	}
-	if err != nil {
-		return err
-	}
-	if !st.RuntimeStatus.Terminal() {
-		return fail(messages.CodeConflict, "instance %q is %s; terminate it before purging", id, st.RuntimeStatus)
-	}
-	if err := d.store.PurgeHistory(ctx, id); err != nil {
-		return err
-	}
-	return d.store.DeleteStatus(ctx, id)
+	return err
 }
