@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,34 +20,68 @@ import (
 
 // The listing index.
 //
-// Bucket jetflow-index holds one key per instance and runtime status,
-// "<RuntimeStatus>.<instance token>", whose value is an indexEntry. Its
-// stream, filtered by "<RuntimeStatus>.*", lists the instances in a status
-// without reading any other record.
+// For every runtime status there is a KV bucket, jetflow-index-<Status>,
+// holding one key per instance in that status: the instance token, whose
+// value is an indexEntry. Listing the instances in a status reads that
+// bucket's stream from the start (or from where a continuation token left
+// off) and stops when the page is full, without reading any other record
+// and without a subject filter. (One bucket keyed <Status>.<instance>
+// would need a wildcard filter, which nats-server's memory store serves by
+// scanning every message of the other statuses.)
 //
 // The status writers (CreateStatus, PutStatus) maintain it when the
 // runtime status changes, in this order:
 //
-//  1. put the key of the new status (sequence q in the index stream);
+//  1. put the key in the bucket of the new status, and read the revision r
+//     of the key in the bucket of the previous status;
 //  2. write the status record;
-//  3. remove the key of the previous status, purging from the index stream
-//     only the messages of that key older than q.
+//  3. remove the key from the bucket of the previous status, purging only
+//     its versions up to r.
 //
 // So the key of a record's status exists from before the record is
 // written: an instance is never missing from the index of its status. A
 // crash, or a write refused as stale, may leave a key that no longer
 // matches its record; List checks every hit against the status record and
 // skips those. Step 3's bound keeps a key that a later writer put for a
-// later record: that writer put it after reading a record written after
-// step 1 of this one, hence after q.
+// later record: that writer put it after step 2 of this one.
 //
-// Removals are stream purges, not KV deletes, so the index stream holds no
-// delete markers: a scan of one status reads only that status's keys.
+// Removals are stream purges, not KV deletes, so the index streams hold no
+// delete markers: a scan reads only keys of instances in that status.
 
-// IndexBucket is the KV bucket of the listing index.
-const IndexBucket = "jetflow-index"
+// indexPrefix starts the name of every index bucket.
+const indexPrefix = "jetflow-index-"
 
-const indexSubjectPrefix = "$KV." + IndexBucket + "."
+// IndexBucket is the KV bucket of the listing index for status rs.
+func IndexBucket(rs messages.RuntimeStatus) string { return indexPrefix + rs.String() }
+
+// indexedStatuses are the statuses with an index bucket, in listing order.
+var indexedStatuses = []messages.RuntimeStatus{
+	messages.StatusPending, messages.StatusRunning, messages.StatusSuspended, messages.StatusContinuedAsNew,
+	messages.StatusCompleted, messages.StatusFailed, messages.StatusTerminated,
+}
+
+// indexBucket is the bucket of one status and its stream.
+type indexBucket struct {
+	kv     jetstream.KeyValue
+	stream jetstream.Stream
+	subj   string // subject prefix of its keys
+}
+
+func (s *Store) openIndex(ctx context.Context) error {
+	s.index = map[messages.RuntimeStatus]*indexBucket{}
+	for _, rs := range indexedStatuses {
+		b := &indexBucket{subj: "$KV." + IndexBucket(rs) + "."}
+		var err error
+		if b.kv, err = s.js.KeyValue(ctx, IndexBucket(rs)); err != nil {
+			return fmt.Errorf("open index bucket %s: %w", IndexBucket(rs), err)
+		}
+		if b.stream, err = s.js.Stream(ctx, "KV_"+IndexBucket(rs)); err != nil {
+			return fmt.Errorf("open index stream %s: %w", IndexBucket(rs), err)
+		}
+		s.index[rs] = b
+	}
+	return nil
+}
 
 // indexEntry is the value of an index key: what the filters of List need
 // before reading the status record.
@@ -55,33 +90,54 @@ type indexEntry struct {
 	Name      string    `msgpack:"n"`
 }
 
-func indexKey(rs messages.RuntimeStatus, tok string) string { return rs.String() + "." + tok }
-
-// putIndex puts the key of st's status, unless the previous record prev
-// already had that status. It returns the key's sequence (0 if not put).
+// putIndex does step 1 for a record st replacing one in status prev
+// (StatusInvalid for none): it puts the key of st's status, unless prev is
+// the same, and returns the revision of the key of prev (0 if none).
 func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages.RuntimeStatus) (uint64, error) {
-	if prev == st.RuntimeStatus || !st.RuntimeStatus.Valid() {
+	to := s.index[st.RuntimeStatus]
+	if prev == st.RuntimeStatus || to == nil {
 		return 0, nil
 	}
+	tok := messages.Token(st.InstanceID)
 	b, err := msgpack.Marshal(&indexEntry{CreatedAt: st.CreatedAt, Name: st.Name})
 	if err != nil {
 		return 0, err
 	}
-	q, err := s.index.Put(ctx, indexKey(st.RuntimeStatus, messages.Token(st.InstanceID)), b)
+	if _, err := to.kv.Put(ctx, tok, b); err != nil {
+		return 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
+	}
+	from := s.index[prev]
+	if from == nil {
+		return 0, nil
+	}
+	e, err := from.kv.Get(ctx, tok)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
 	}
-	return q, nil
+	return e.Revision(), nil
 }
 
-// dropIndex removes the key of the previous status prev after a record
-// with status now was written, keeping any version of it put at or after
-// sequence q. A failure leaves a stale key, which List skips.
-func (s *Store) dropIndex(ctx context.Context, tok string, prev, now messages.RuntimeStatus, q uint64) {
-	if !prev.Valid() || prev == now || q == 0 {
+// dropIndex does step 3: it removes versions up to rev of the key of the
+// previous status prev, once a record in status now is written. A failure
+// leaves a stale key, which List skips.
+func (s *Store) dropIndex(ctx context.Context, tok string, prev, now messages.RuntimeStatus, rev uint64) {
+	from := s.index[prev]
+	if from == nil || prev == now || rev == 0 {
 		return
 	}
-	_ = s.istream.Purge(ctx, jetstream.WithPurgeSubject(indexSubjectPrefix+indexKey(prev, tok)), jetstream.WithPurgeSequence(q))
+	_ = from.stream.Purge(ctx, jetstream.WithPurgeSubject(from.subj+tok), jetstream.WithPurgeSequence(rev+1))
+}
+
+// purgeIndex removes every version of the key of instance tok in the bucket of rs.
+func (s *Store) purgeIndex(ctx context.Context, tok string, rs messages.RuntimeStatus) error {
+	b := s.index[rs]
+	if b == nil {
+		return nil
+	}
+	return b.stream.Purge(ctx, jetstream.WithPurgeSubject(b.subj+tok))
 }
 
 // Reindex puts the index key of every status record. Provision runs it
@@ -131,52 +187,59 @@ type ListFilter struct {
 // ErrBadToken is returned by List for a continuation token it did not make.
 var ErrBadToken = errors.New("invalid continuation token")
 
-func (f *ListFilter) subjects() ([]string, error) {
+// statuses returns the statuses f selects, in listing order.
+func (f *ListFilter) statuses() ([]messages.RuntimeStatus, error) {
 	if len(f.Statuses) == 0 {
-		return []string{indexSubjectPrefix + ">"}, nil
+		return indexedStatuses, nil
 	}
-	seen := map[messages.RuntimeStatus]bool{}
-	var subs []string
 	for _, rs := range f.Statuses {
 		if !rs.Valid() {
 			return nil, fmt.Errorf("list: invalid runtime status %d", rs)
 		}
-		if !seen[rs] {
-			seen[rs] = true
-			subs = append(subs, indexSubjectPrefix+rs.String()+".*")
+	}
+	var out []messages.RuntimeStatus
+	for _, rs := range indexedStatuses {
+		if slices.Contains(f.Statuses, rs) {
+			out = append(out, rs)
 		}
 	}
-	return subs, nil
+	return out, nil
 }
 
 func (f *ListFilter) createdIn(t time.Time) bool {
 	return (f.CreatedFrom.IsZero() || !t.Before(f.CreatedFrom)) && (f.CreatedTo.IsZero() || !t.After(f.CreatedTo))
 }
 
-func encodeListToken(seq uint64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("i" + strconv.FormatUint(seq, 10)))
+// A continuation token names the status being listed and the sequence of
+// the last key listed in its index stream.
+func encodeListToken(rs messages.RuntimeStatus, seq uint64) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("i%d.%d", rs, seq)))
 }
 
-func decodeListToken(tok string) (uint64, error) {
+func decodeListToken(tok string) (messages.RuntimeStatus, uint64, error) {
 	if tok == "" {
-		return 0, nil
+		return messages.StatusInvalid, 0, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) < 2 || b[0] != 'i' {
-		return 0, ErrBadToken
+	if err != nil || len(b) < 4 || b[0] != 'i' {
+		return 0, 0, ErrBadToken
 	}
-	seq, err := strconv.ParseUint(string(b[1:]), 10, 64)
-	if err != nil {
-		return 0, ErrBadToken
+	st, sq, ok := strings.Cut(string(b[1:]), ".")
+	if !ok {
+		return 0, 0, ErrBadToken
 	}
-	return seq, nil
+	rs, err1 := strconv.ParseUint(st, 10, 8)
+	seq, err2 := strconv.ParseUint(sq, 10, 64)
+	if err1 != nil || err2 != nil || !messages.RuntimeStatus(rs).Valid() {
+		return 0, 0, ErrBadToken
+	}
+	return messages.RuntimeStatus(rs), seq, nil
 }
 
 // indexHit is an index key that passed the filters List can apply to it.
 type indexHit struct {
-	seq    uint64
-	status messages.RuntimeStatus
-	id     string
+	seq uint64
+	id  string
 }
 
 // listConcurrency bounds the status records List reads at once.
@@ -184,24 +247,25 @@ const listConcurrency = 32
 
 // List returns up to pageSize status records (100 if pageSize <= 0) that
 // match f, and the token of the next page ("" when there is none). Pass ""
-// for the first page. The token is opaque and stays valid while the
-// instances change: an instance that changes status between two pages may
-// be listed on both, or on the later one only, and an instance created
-// after the first page is listed on a later one.
+// for the first page. The token is opaque and stays valid while instances
+// change. An instance that changes status while a listing pages through
+// may be listed twice or, if it moves to a status listed earlier, not at
+// all; one created meanwhile is listed on a later page if its status is
+// not behind.
 //
-// With Statuses set, List reads only the index keys of those statuses, in
-// the order they were written, and stops as soon as the page is full;
-// without, it reads all the index keys. Every hit is checked against the
+// List reads only the index buckets of the statuses f selects (all if
+// none), one after the other, each in the order its keys were written,
+// and stops as soon as the page is full. Every hit is checked against the
 // status record, which is read (several at once) for the page.
 func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token string) ([]*messages.Status, string, error) {
 	if pageSize <= 0 {
 		pageSize = 100
 	}
-	after, err := decodeListToken(token)
+	from, after, err := decodeListToken(token)
 	if err != nil {
 		return nil, "", err
 	}
-	subjects, err := f.subjects()
+	statuses, err := f.statuses()
 	if err != nil {
 		return nil, "", err
 	}
@@ -209,36 +273,75 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 	if f.IDPrefix != "" {
 		prefix = messages.Token(f.IDPrefix)
 	}
-	cfg := jetstream.ConsumerConfig{
+	if from != messages.StatusInvalid {
+		i := slices.Index(statuses, from)
+		if i < 0 {
+			return nil, "", ErrBadToken
+		}
+		statuses = statuses[i:]
+	}
+	page := make([]*messages.Status, 0, pageSize)
+	listed := map[string]bool{}
+	for i, rs := range statuses {
+		start := uint64(1)
+		if rs == from {
+			start = after + 1
+		}
+		last, more, err := s.listStatus(ctx, rs, start, &f, prefix, pageSize, &page, listed)
+		if err != nil {
+			return nil, "", err
+		}
+		if len(page) < pageSize {
+			continue
+		}
+		if !more {
+			// The page ends with this status: is anything left after it?
+			for _, next := range statuses[i+1:] {
+				info, err := s.index[next].stream.Info(ctx)
+				if err != nil {
+					return nil, "", fmt.Errorf("list: %w", err)
+				}
+				if info.State.Msgs > 0 {
+					more = true
+					break
+				}
+			}
+		}
+		if !more {
+			return page, "", nil
+		}
+		return page, encodeListToken(rs, last), nil
+	}
+	return page, "", nil
+}
+
+// listStatus adds to page the hits of the index of rs from sequence start
+// until the page is full or the index ends. It returns the sequence of the
+// last key it listed and whether the index holds keys after it.
+func (s *Store) listStatus(ctx context.Context, rs messages.RuntimeStatus, start uint64, f *ListFilter, prefix string,
+	pageSize int, page *[]*messages.Status, listed map[string]bool) (uint64, bool, error) {
+	b := s.index[rs]
+	cons, err := b.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       after + 1,
+		OptStartSeq:       start,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
 		Replicas:          1,
-	}
-	if len(subjects) == 1 {
-		cfg.FilterSubject = subjects[0]
-	} else {
-		cfg.FilterSubjects = subjects
-	}
-	cons, err := s.istream.CreateConsumer(ctx, cfg)
+	})
 	if err != nil {
-		return nil, "", fmt.Errorf("list: %w", err)
+		return 0, false, fmt.Errorf("list %s: %w", rs, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = s.istream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		_ = b.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
-
-	page := make([]*messages.Status, 0, pageSize)
-	listed := map[string]bool{}
 	batch := min(max(2*pageSize, 64), 1024)
 	for {
 		mb, err := cons.FetchNoWait(batch)
 		if err != nil {
-			return nil, "", fmt.Errorf("list: %w", err)
+			return 0, false, fmt.Errorf("list %s: %w", rs, err)
 		}
 		var (
 			hits    []indexHit
@@ -250,63 +353,56 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 			n++
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, "", fmt.Errorf("list: %w", err)
+				return 0, false, fmt.Errorf("list %s: %w", rs, err)
 			}
 			lastSeq = md.Sequence.Stream
 			more = md.NumPending > 0
-			if h, ok := parseHit(m, md.Sequence.Stream, &f, prefix); ok {
+			if h, ok := parseHit(m, b.subj, md.Sequence.Stream, f, prefix); ok {
 				hits = append(hits, h)
 			}
 		}
 		if err := mb.Error(); err != nil {
-			return nil, "", fmt.Errorf("list: %w", err)
+			return 0, false, fmt.Errorf("list %s: %w", rs, err)
 		}
 		if n == 0 {
-			return page, "", nil
+			return 0, false, nil
 		}
 		for len(hits) > 0 {
-			need := pageSize - len(page)
+			need := pageSize - len(*page)
 			chunk := hits[:min(len(hits), max(need, 8))]
 			hits = hits[len(chunk):]
 			recs, err := s.getStatuses(ctx, chunk)
 			if err != nil {
-				return nil, "", err
+				return 0, false, err
 			}
 			for i, h := range chunk {
 				st := recs[i]
-				if st == nil || st.RuntimeStatus != h.status || listed[h.id] || !f.createdIn(st.CreatedAt) ||
+				if st == nil || st.RuntimeStatus != rs || listed[h.id] || !f.createdIn(st.CreatedAt) ||
 					len(f.CustomStatus) > 0 && !ContainsJSON(st.CustomStatus, f.CustomStatus) {
 					continue
 				}
 				listed[h.id] = true
-				page = append(page, st)
-				if len(page) == pageSize {
-					if i == len(chunk)-1 && len(hits) == 0 && h.seq == lastSeq && !more {
-						return page, "", nil
-					}
-					return page, encodeListToken(h.seq), nil
+				*page = append(*page, st)
+				if len(*page) == pageSize {
+					atEnd := i == len(chunk)-1 && len(hits) == 0 && h.seq == lastSeq && !more
+					return h.seq, !atEnd, nil
 				}
 			}
 		}
 		if !more {
-			return page, "", nil
+			return lastSeq, false, nil
 		}
 	}
 }
 
 // parseHit reads an index message and applies the filters its key and
 // value can decide.
-func parseHit(m jetstream.Msg, seq uint64, f *ListFilter, prefix string) (indexHit, bool) {
+func parseHit(m jetstream.Msg, subj string, seq uint64, f *ListFilter, prefix string) (indexHit, bool) {
 	if m.Headers().Get("KV-Operation") != "" || len(m.Data()) == 0 {
 		return indexHit{}, false
 	}
-	key := strings.TrimPrefix(m.Subject(), indexSubjectPrefix)
-	name, tok, ok := strings.Cut(key, ".")
-	if !ok || !strings.HasPrefix(tok, prefix) {
-		return indexHit{}, false
-	}
-	rs, err := messages.ParseRuntimeStatus(name)
-	if err != nil {
+	tok := strings.TrimPrefix(m.Subject(), subj)
+	if !strings.HasPrefix(tok, prefix) {
 		return indexHit{}, false
 	}
 	var ent indexEntry
@@ -317,7 +413,7 @@ func parseHit(m jetstream.Msg, seq uint64, f *ListFilter, prefix string) (indexH
 	if err != nil {
 		return indexHit{}, false
 	}
-	return indexHit{seq: seq, status: rs, id: id}, true
+	return indexHit{seq: seq, id: id}, true
 }
 
 // getStatuses reads the status records of hits, several at once; a record
@@ -389,7 +485,7 @@ func (s *Store) PurgeInstance(ctx context.Context, instanceID string) error {
 	s.known.forget(tok)
 	// Nobody puts the key of a finished status but the writer of that
 	// status, which has written its record already.
-	if err := s.istream.Purge(ctx, jetstream.WithPurgeSubject(indexSubjectPrefix+indexKey(st.RuntimeStatus, tok))); err != nil {
+	if err := s.purgeIndex(ctx, tok, st.RuntimeStatus); err != nil {
 		return fmt.Errorf("purge index of %s: %w", instanceID, err)
 	}
 	return nil

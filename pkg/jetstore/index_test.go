@@ -92,23 +92,38 @@ func sorted(ids []string) []string {
 	return ids
 }
 
-// indexKeys returns the keys of the index bucket.
+var allStatuses = []messages.RuntimeStatus{messages.StatusPending, messages.StatusRunning, messages.StatusCompleted,
+	messages.StatusContinuedAsNew, messages.StatusFailed, messages.StatusTerminated, messages.StatusSuspended}
+
+// indexKeys returns the keys of the index buckets, as <status>.<key>, and
+// fails the test if an index stream holds anything but one message per
+// key (a delete marker, an old version).
 func indexKeys(t testing.TB, js jetstream.JetStream) []string {
 	t.Helper()
 	ctx := context.Background()
-	kv, err := js.KeyValue(ctx, jetstore.IndexBucket)
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for _, rs := range allStatuses {
+		kv, err := js.KeyValue(ctx, jetstore.IndexBucket(rs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := kv.Keys(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			out = append(out, rs.String()+"."+k)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Values() != uint64(len(keys)) {
+			t.Errorf("index of %s holds %d messages for %d keys", rs, st.Values(), len(keys))
+		}
 	}
-	keys, err := kv.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(keys)
-	return keys
+	sort.Strings(out)
+	return out
 }
 
 // TestListPages: 75 of 250 instances are Running. Listed 30 at a time they
@@ -139,6 +154,14 @@ func TestListPages(t *testing.T) {
 	ids, pages = listAll(t, s, onlyRunning, 25)
 	if pages != 3 || len(ids) != 75 {
 		t.Errorf("Running by 25: %d pages, %d instances; want 3 pages, 75", pages, len(ids))
+	}
+	// A page that ends with the last Running instance, the later statuses
+	// being empty, is the last page.
+	runningOrFailed := jetstore.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusFailed, messages.StatusRunning}}
+	for size, wantPages := range map[int]int{25: 3, 75: 1, 74: 2} {
+		if ids, pages = listAll(t, s, runningOrFailed, size); pages != wantPages || len(ids) != 75 {
+			t.Errorf("Running or Failed by %d: %d pages, %d instances; want %d pages, 75", size, pages, len(ids), wantPages)
+		}
 	}
 	both := jetstore.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusRunning, messages.StatusCompleted, messages.StatusRunning}}
 	if ids, _ = listAll(t, s, both, 100); !slices.Equal(sorted(ids), all) {
@@ -218,14 +241,14 @@ func TestListFollowsStatusChanges(t *testing.T) {
 	check("moving", messages.StatusPending)
 
 	// A stale key: the index says Running, the record does not.
-	kv, err := js.KeyValue(ctx, jetstore.IndexBucket)
+	kv, err := js.KeyValue(ctx, jetstore.IndexBucket(messages.StatusRunning))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, "Running.moving", []byte{0x80}); err != nil {
+	if _, err := kv.Put(ctx, "moving", []byte{0x80}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(ctx, "Running.ghost", []byte{0x80}); err != nil { // no record at all
+	if _, err := kv.Put(ctx, "ghost", []byte{0x80}); err != nil { // no record at all
 		t.Fatal(err)
 	}
 	if ids := in(messages.StatusRunning); len(ids) != 0 {
@@ -414,8 +437,10 @@ func TestProvisionBuildsIndex(t *testing.T) {
 		}
 		create(t, s, record(fmt.Sprintf("old-%02d", i), rs, t0, ""))
 	}
-	if err := js.DeleteKeyValue(ctx, jetstore.IndexBucket); err != nil {
-		t.Fatal(err)
+	for _, rs := range allStatuses {
+		if err := js.DeleteKeyValue(ctx, jetstore.IndexBucket(rs)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := jetstore.Provision(ctx, js, testConfig); err != nil {
 		t.Fatal(err)

@@ -11,8 +11,8 @@
 //     each written once with Create.
 //   - Bucket jetflow-status: one status record per instance.
 //   - Bucket jetflow-registry: the orchestrator and activity names workers host.
-//   - Bucket jetflow-index: one key per instance under its runtime status,
-//     <status>.<instance>, for listing (see index.go).
+//   - Buckets jetflow-index-<status>: one key per instance in that runtime
+//     status, for listing (see index.go).
 package jetstore
 
 import (
@@ -120,13 +120,19 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		}
 	}
 	// The index of records written before it existed is built once.
-	_, err := js.KeyValue(ctx, IndexBucket)
-	newIndex := errors.Is(err, jetstream.ErrBucketNotFound)
+	newIndex := false
+	for _, rs := range indexedStatuses {
+		if _, err := js.KeyValue(ctx, IndexBucket(rs)); errors.Is(err, jetstream.ErrBucketNotFound) {
+			newIndex = true
+		}
+	}
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: messages.HistoryBucket, Description: "jetflow history: one key per episode", History: 1},
 		{Bucket: messages.StatusBucket, Description: "jetflow status records", History: 1},
 		{Bucket: messages.RegistryBucket, Description: "jetflow registered orchestrators and activities", History: 1},
-		{Bucket: IndexBucket, Description: "jetflow listing index: <status>.<instance>", History: 1},
+	}
+	for _, rs := range indexedStatuses {
+		buckets = append(buckets, jetstream.KeyValueConfig{Bucket: IndexBucket(rs), Description: "jetflow listing index: instances " + rs.String(), History: 1})
 	}
 	for _, b := range buckets {
 		b.Storage, b.Replicas = storage, cfg.Replicas
@@ -168,7 +174,11 @@ func checkProvisioned(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: %w", s, err)
 		}
 	}
-	for _, b := range []string{messages.HistoryBucket, messages.StatusBucket, messages.RegistryBucket, IndexBucket} {
+	buckets := []string{messages.HistoryBucket, messages.StatusBucket, messages.RegistryBucket}
+	for _, rs := range indexedStatuses {
+		buckets = append(buckets, IndexBucket(rs))
+	}
+	for _, b := range buckets {
 		if _, err := js.KeyValue(ctx, b); err != nil {
 			return fmt.Errorf("bucket %s: %w", b, err)
 		}

@@ -17,9 +17,8 @@ type Store struct {
 	history  jetstream.KeyValue
 	status   jetstream.KeyValue
 	registry jetstream.KeyValue
-	index    jetstream.KeyValue
 	hstream  jetstream.Stream
-	istream  jetstream.Stream
+	index    map[messages.RuntimeStatus]*indexBucket
 	known    *knownStatuses
 }
 
@@ -36,14 +35,11 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if s.registry, err = js.KeyValue(ctx, messages.RegistryBucket); err != nil {
 		return nil, fmt.Errorf("open registry bucket: %w", err)
 	}
-	if s.index, err = js.KeyValue(ctx, IndexBucket); err != nil {
-		return nil, fmt.Errorf("open index bucket: %w", err)
-	}
 	if s.hstream, err = js.Stream(ctx, "KV_"+messages.HistoryBucket); err != nil {
 		return nil, fmt.Errorf("open history stream: %w", err)
 	}
-	if s.istream, err = js.Stream(ctx, "KV_"+IndexBucket); err != nil {
-		return nil, fmt.Errorf("open index stream: %w", err)
+	if err := s.openIndex(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -183,7 +179,7 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 			}
 			prev = p
 		}
-		q, err := s.putIndex(ctx, st, prev)
+		old, err := s.putIndex(ctx, st, prev)
 		if err != nil {
 			return 0, err
 		}
@@ -195,7 +191,7 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 		}
 		if err == nil {
 			s.known.set(key, nrev, st.RuntimeStatus)
-			s.dropIndex(ctx, key, prev, st.RuntimeStatus, q)
+			s.dropIndex(ctx, key, prev, st.RuntimeStatus, old)
 			return nrev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -259,7 +255,7 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 		}
 		prev = p
 	}
-	q, err := s.putIndex(ctx, st, prev)
+	old, err := s.putIndex(ctx, st, prev)
 	if err != nil {
 		return 0, err
 	}
@@ -276,7 +272,7 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
 	}
 	s.known.set(key, nrev, st.RuntimeStatus)
-	s.dropIndex(ctx, key, prev, st.RuntimeStatus, q)
+	s.dropIndex(ctx, key, prev, st.RuntimeStatus, old)
 	return nrev, nil
 }
 
@@ -295,7 +291,7 @@ func (s *Store) DeleteStatus(ctx context.Context, instanceID string) error {
 		return fmt.Errorf("delete status of %s: %w", instanceID, err)
 	}
 	s.known.forget(tok)
-	if err := s.istream.Purge(ctx, jetstream.WithPurgeSubject(indexSubjectPrefix+indexKey(st.RuntimeStatus, tok))); err != nil {
+	if err := s.purgeIndex(ctx, tok, st.RuntimeStatus); err != nil {
 		return fmt.Errorf("delete index of %s: %w", instanceID, err)
 	}
 	return nil
