@@ -97,12 +97,36 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("consume delays: %w", err)
 	}
+	dc, err := d.consume(ctx, messages.AdvisoryStream, jetstore.DeadLetterConsumer, func(m jetstream.Msg) {
+		wg.Add(1)
+		defer wg.Done()
+		d.handleMaxDeliveries(work, m)
+	})
+	if err != nil {
+		_ = sub.Unsubscribe()
+		cc.Stop()
+		return err
+	}
 	<-ctx.Done()
 	_ = sub.Drain()
 	cc.Drain()
+	dc.Drain()
 	<-cc.Closed()
+	<-dc.Closed()
 	wg.Wait()
 	return nil
+}
+
+func (d *Dispatcher) consume(ctx context.Context, stream, consumer string, h jetstream.MessageHandler) (jetstream.ConsumeContext, error) {
+	cons, err := d.js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %s: %w", consumer, err)
+	}
+	cc, err := cons.Consume(h, jetstream.PullMaxMessages(64))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", consumer, err)
+	}
+	return cc, nil
 }
 
 // handleDelayed publishes a delayed message if it is due, or hands it back

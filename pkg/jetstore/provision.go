@@ -31,6 +31,7 @@ const (
 	OrchestratorConsumer = "jetflow-orchestrators"
 	ActivityConsumer     = "jetflow-activities"
 	DelayConsumer        = "jetflow-delays"
+	DeadLetterConsumer   = "jetflow-dead-letters"
 )
 
 // Config sets how streams and buckets are created.
@@ -43,6 +44,8 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// MaxDeliver bounds deliveries of orchestrator and activity work; 0 means 20.
 	MaxDeliver int
+	// DeadLetterMaxAge is how long dead letters are kept; 0 means 30 days.
+	DeadLetterMaxAge time.Duration
 	// OrchestratorAckWait and ActivityAckWait; 0 means 30 s and 60 s.
 	OrchestratorAckWait time.Duration
 	ActivityAckWait     time.Duration
@@ -57,6 +60,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = 20
+	}
+	if c.DeadLetterMaxAge <= 0 {
+		c.DeadLetterMaxAge = 30 * 24 * time.Hour
 	}
 	if c.OrchestratorAckWait <= 0 {
 		c.OrchestratorAckWait = 30 * time.Second
@@ -95,6 +101,36 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 			return fmt.Errorf("provision stream %s: %w", s.name, err)
 		}
 	}
+	// Messages given up on are kept here, for people to look at, for
+	// DeadLetterMaxAge.
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        messages.DeadLetterStream,
+		Description: "jetflow dead letters: work given up on, with the reason in headers",
+		Subjects:    []string{messages.DeadLetterSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      cfg.DeadLetterMaxAge,
+		Storage:     storage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+	}); err != nil {
+		return fmt.Errorf("provision stream %s: %w", messages.DeadLetterStream, err)
+	}
+	// The server's advisories that work was delivered MaxDeliver times,
+	// kept so that a dispatcher handles each even if none was running
+	// when it was sent.
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        messages.AdvisoryStream,
+		Description: "jetflow: max-deliveries advisories of the work streams",
+		Subjects: []string{
+			messages.MaxDeliveriesAdvisory(messages.OrchestratorStream, OrchestratorConsumer),
+			messages.MaxDeliveriesAdvisory(messages.ActivityStream, ActivityConsumer),
+		},
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   storage,
+		Replicas:  cfg.Replicas,
+	}); err != nil {
+		return fmt.Errorf("provision stream %s: %w", messages.AdvisoryStream, err)
+	}
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -106,6 +142,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		{messages.ActivityStream, jetstream.ConsumerConfig{
 			Durable: ActivityConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: cfg.ActivityAckWait, MaxDeliver: cfg.MaxDeliver, MaxAckPending: 20000,
+		}},
+		{messages.AdvisoryStream, jetstream.ConsumerConfig{
+			Durable: DeadLetterConsumer, AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, MaxDeliver: -1,
 		}},
 		// Delayed messages wait, unacknowledged, until they are due: no
 		// bound on deliveries or on how many may be pending.

@@ -123,6 +123,10 @@ func ParseRuntimeStatus(name string) (RuntimeStatus, error) {
 	return StatusInvalid, fmt.Errorf("unknown runtime status %q", name)
 }
 
+// FailurePoison is the failure type of work given up on because it failed
+// on every delivery: a run it ended, or the activity it stood for.
+const FailurePoison = "PoisonMessage"
+
 // Failure describes why a task or an orchestration failed. It crosses
 // process boundaries, so it carries text rather than Go error values.
 type Failure struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -127,6 +128,8 @@ func NewID() string {
 const (
 	SubjectPrefix = "jetflow"
 
+	DeadLetterStream   = "JETFLOW_DLQ"
+	AdvisoryStream     = "JETFLOW_ADVISORY"
 	OrchestratorStream = "JETFLOW_ORCH"
 	ActivityStream     = "JETFLOW_ACT"
 	DelayStream        = "JETFLOW_DELAY"
@@ -139,7 +142,33 @@ const (
 	actPrefix   = SubjectPrefix + ".act."
 	delayPrefix = SubjectPrefix + ".delay."
 	cmdPrefix   = SubjectPrefix + ".cmd."
+	dlqPrefix   = SubjectPrefix + ".dlq."
 )
+
+// MaxDeliveriesAdvisory is the subject of the server's advisory that a
+// message of stream was delivered the consumer's MaxDeliver times.
+func MaxDeliveriesAdvisory(stream, consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + stream + "." + consumer
+}
+
+// DeadLetterSubject is where a message given up on is copied, by the name
+// of the stream it came from.
+func DeadLetterSubject(stream string) string { return dlqPrefix + Token(stream) }
+
+// Headers of a dead-lettered message; its data is the original bytes.
+const (
+	HeaderDLQReason     = "Jetflow-Dlq-Reason"
+	HeaderDLQStream     = "Jetflow-Dlq-Stream"
+	HeaderDLQSubject    = "Jetflow-Dlq-Subject"
+	HeaderDLQSequence   = "Jetflow-Dlq-Sequence"
+	HeaderDLQDeliveries = "Jetflow-Dlq-Deliveries"
+)
+
+// MsgID is the Nats-Msg-Id of the message that carries out action seq of a
+// run: kind "a" for an activity task, "r" for its result, "t" for a timer.
+func MsgID(kind, instanceID, executionID string, seq int32) string {
+	return kind + ":" + instanceID + ":" + executionID + ":" + strconv.Itoa(int(seq))
+}
 
 // OrchestratorSubject is where work for instance id is published.
 func OrchestratorSubject(id string) string { return orchPrefix + Token(id) }
@@ -158,6 +187,7 @@ const (
 	OrchestratorSubjects = orchPrefix + "*"
 	ActivitySubjects     = actPrefix + "*"
 	DelaySubjects        = delayPrefix + "*"
+	DeadLetterSubjects   = dlqPrefix + "*"
 	CommandSubjects      = cmdPrefix + "*"
 )
 

@@ -19,8 +19,7 @@ const unregisteredDeliveries = 5
 func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 	t, err := messages.DecodeActivityTask(msg.Data())
 	if err != nil {
-		w.log.Error("reject activity message", zap.String("subject", msg.Subject()), zap.Error(err))
-		_ = msg.Term()
+		w.reject(ctx, msg, "activity", err)
 		return
 	}
 	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))

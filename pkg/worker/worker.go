@@ -198,8 +198,7 @@ var (
 func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 	work, err := messages.DecodeOrchestratorWork(msg.Data())
 	if err != nil {
-		w.log.Error("reject orchestrator message", zap.String("subject", msg.Subject()), zap.Error(err))
-		_ = msg.Term()
+		w.reject(ctx, msg, "orchestrator", err)
 		return
 	}
 	err = w.process(ctx, work)
@@ -220,6 +219,9 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) (err error) {
 	unlock := w.locks.lock(work.InstanceID)
 	defer unlock()
+	if f := poisonFailure(work.Events); f != nil {
+		return w.failPoisoned(ctx, work, *f)
+	}
 	if rw := rewindEvent(work.Events); rw != nil {
 		if work, err = w.prepareRewind(ctx, work, rw); err != nil || work == nil {
 			return err
@@ -389,7 +391,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			if !errors.As(err, &nd) {
 				return nil, nil, nil, err
 			}
-			return nil, nil, nil, w.failRun(ctx, id, exec, history, incoming, err)
+			return nil, nil, nil, w.failRun(ctx, id, exec, history, incoming, messages.Failure{Type: "NonDeterminism", Message: err.Error()})
 		}
 		f := inst.Final()
 		if f == nil || f.Type != messages.EventContinuedAsNew || hop >= 3 {
@@ -430,16 +432,17 @@ func (w *Worker) staleOrEarly(ctx context.Context, id, exec string) error {
 }
 
 // failRun ends a run whose code no longer replays its history.
-func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming []messages.Event, cause error) error {
+func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming []messages.Event, f messages.Failure) error {
 	// Rebuild a code-less view of the run to number the episode and find its start.
-	failed := replay.FailEpisode(w.opts.Now().UTC(), incoming, messages.Failure{Type: "NonDeterminism", Message: cause.Error()})
+	failed := replay.FailEpisode(w.opts.Now().UTC(), incoming, f)
 	all := append(append([]messages.Event(nil), history...), failed...)
 	view := replay.New(nil, replay.Options{})
 	if err := view.Replay(all); err != nil {
 		return err
 	}
 	e := &entry{id: id, inst: view}
-	w.log.Error("orchestration failed: non-deterministic", zap.String("instanceId", id), zap.Error(cause))
+	w.log.Error("orchestration failed without running its code", zap.String("instanceId", id),
+		zap.String("failure", f.Type), zap.String("reason", f.Message))
 	if err := w.store.AppendEpisode(ctx, id, exec, view.Episodes(), failed); err != nil {
 		if errors.Is(err, jetstore.ErrConflict) {
 			return errConflict

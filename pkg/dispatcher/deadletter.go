@@ -1,0 +1,101 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/messages"
+)
+
+// maxDeliveries is the server's advisory that a message was delivered
+// MaxDeliver times without being acknowledged.
+type maxDeliveries struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// handleMaxDeliveries gives up on a work message that failed on every
+// delivery: it copies the message to the dead-letter stream, tells its
+// instance (a run fails; an activity's orchestrator gets a TaskFailed it
+// can catch), then deletes it from the work stream. Each step may be
+// repeated: the advisory is acked last.
+func (d *Dispatcher) handleMaxDeliveries(ctx context.Context, m jetstream.Msg) {
+	var a maxDeliveries
+	if err := json.Unmarshal(m.Data(), &a); err != nil || a.StreamSeq == 0 {
+		d.log.Error("reject max-deliveries advisory", zap.ByteString("data", m.Data()))
+		_ = m.Term()
+		return
+	}
+	log := d.log.With(zap.String("stream", a.Stream), zap.Uint64("seq", a.StreamSeq), zap.Uint64("deliveries", a.Deliveries))
+	if err := d.deadLetter(ctx, a, log); err != nil {
+		log.Warn("dead-letter work", zap.Error(err))
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+func (d *Dispatcher) deadLetter(ctx context.Context, a maxDeliveries, log *zap.Logger) error {
+	msg, err := d.store.WorkMsg(ctx, a.Stream, a.StreamSeq)
+	if errors.Is(err, jetstore.ErrNotFound) {
+		return nil // handled already
+	}
+	if err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("delivered %d times without success (the consumer's MaxDeliver)", a.Deliveries)
+	if err := d.store.DeadLetter(ctx, jetstore.DeadLetter{Stream: a.Stream, Subject: msg.Subject, Sequence: a.StreamSeq,
+		Deliveries: a.Deliveries, Reason: reason, Data: msg.Data}); err != nil {
+		return err
+	}
+	where := fmt.Sprintf("it was moved to stream %s as message %s #%d", messages.DeadLetterStream, a.Stream, a.StreamSeq)
+	var notice *messages.OrchestratorWork
+	var msgID string
+	switch a.Stream {
+	case messages.OrchestratorStream:
+		w, err := messages.DecodeOrchestratorWork(msg.Data)
+		if err != nil || isPoisonNotice(w) {
+			break // nothing to tell, or telling failed already
+		}
+		f := &messages.Failure{Type: messages.FailurePoison,
+			Message: fmt.Sprintf("a work item of this orchestration failed on each of its %d deliveries; %s", a.Deliveries, where)}
+		notice = &messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: w.InstanceID, ExecutionID: w.ExecutionID,
+			Events: []messages.Event{{Type: messages.EventExecutionCompleted, Status: messages.StatusFailed, Failure: f, Timestamp: d.opts.Now().UTC()}}}
+		msgID = fmt.Sprintf("poison:%s:%d", a.Stream, a.StreamSeq)
+		log = log.With(zap.String("instanceId", w.InstanceID))
+	case messages.ActivityStream:
+		t, err := messages.DecodeActivityTask(msg.Data)
+		if err != nil {
+			break
+		}
+		f := &messages.Failure{Type: messages.FailurePoison,
+			Message: fmt.Sprintf("activity %q failed on each of its %d deliveries (its worker crashed or gave up each time); %s", t.Name, a.Deliveries, where)}
+		notice = &messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: t.InstanceID, ExecutionID: t.ExecutionID,
+			Events: []messages.Event{{Type: messages.EventTaskFailed, TaskID: t.TaskID, Failure: f}}}
+		msgID = messages.MsgID("r", t.InstanceID, t.ExecutionID, t.TaskID)
+		log = log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))
+	}
+	if notice != nil {
+		if err := d.publishWork(ctx, notice, msgID); err != nil {
+			return err
+		}
+	}
+	log.Error("work dead-lettered", zap.String("reason", reason))
+	return d.store.DeleteWorkMsg(ctx, a.Stream, a.StreamSeq)
+}
+
+// isPoisonNotice reports whether w is itself the notice that fails a run:
+// if that fails on every delivery too, nothing more is sent.
+func isPoisonNotice(w *messages.OrchestratorWork) bool {
+	return len(w.Events) == 1 && w.Events[0].Failure != nil && w.Events[0].Failure.Type == messages.FailurePoison &&
+		w.Events[0].Type == messages.EventExecutionCompleted
+}
