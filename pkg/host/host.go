@@ -148,7 +148,7 @@ func RunWorker(ctx context.Context, args []string, reg *worker.Registry) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn(nc)
 	defer func() { _ = log.Sync() }()
 	o.Logger = log
 	w, err := worker.New(ctx, js, reg, o)
@@ -180,7 +180,7 @@ func RunDispatcher(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn(nc)
 	defer func() { _ = log.Sync() }()
 	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: sc, Logger: log})
 	if err != nil {
@@ -211,7 +211,7 @@ func RunAPI(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn(nc)
 	defer func() { _ = log.Sync() }()
 	cl, err := client.New(ctx, nc, js)
 	if err != nil {
@@ -241,4 +241,11 @@ func RunAPI(ctx context.Context, args []string) error {
 	err = srv.Shutdown(sctx)
 	log.Info("api stopped")
 	return err
+}
+
+// closeConn flushes what is still buffered, the last acks among it, and
+// closes the connection.
+func closeConn(nc *nats.Conn) {
+	_ = nc.FlushTimeout(2 * time.Second)
+	nc.Close()
 }

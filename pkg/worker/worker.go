@@ -168,7 +168,7 @@ func (w *Worker) consume(ctx, work context.Context, stream, consumer string, lim
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", consumer, err)
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	stop := context.AfterFunc(ctx, it.Drain) // handle what was fetched already, then end
 	defer stop()
 	sem := make(chan struct{}, limit)
 	for {

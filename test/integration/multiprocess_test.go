@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow/jetflow/internal/natstest"
+	"github.com/jetflow/jetflow/pkg/client"
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
 )
@@ -235,6 +237,90 @@ func TestMultiProcessKillWorker(t *testing.T) {
 			count[messages.EventExecutionStarted] != 1 || count[messages.EventExecutionCompleted] != 1 {
 			b, _ := json.Marshal(count)
 			t.Errorf("%s: history event counts %s, tasks completed %v", id, b, tasks)
+		}
+	}
+}
+
+// TestSIGTERMRedeliversNothing: a worker stopped with SIGTERM during a run
+// stops pulling, finishes what it had, and exits 0; nothing is delivered
+// twice, so nothing it finished runs again on the next worker.
+func TestSIGTERMRedeliversNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	binaries(t)
+	srv := natstest.Start(t)
+	url := srv.URL()
+	startProc(t, "dispatcher", "--server", url, "-orchestrator-ack-wait", "2s", "-activity-ack-wait", "2s")
+	nc, js := natstest.Connect(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := jetstore.WaitProvisioned(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(ctx, nc, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker1 := startProc(t, "worker", "--server", url, "-concurrency", "4", "-activity-concurrency", "4")
+	waitFor(t, 30*time.Second, "worker registration", func() bool {
+		ok, err := c.Store().Registered(ctx, jetstore.KindOrchestrator, "E1_HelloSequence")
+		return err == nil && ok
+	})
+	const n = 150
+	for i := range n {
+		if _, err := c.Start(ctx, "E1_HelloSequence", fmt.Sprintf("term-%03d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	completed := func() int {
+		page, _, err := c.List(ctx, client.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusCompleted}}, 1000, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(page)
+	}
+	waitFor(t, 60*time.Second, "10 completions", func() bool { return completed() >= 10 })
+	if err := worker1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-worker1.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not exit within 30 s of SIGTERM")
+	}
+	atStop := completed()
+	if code := worker1.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("worker exited %d after SIGTERM, want 0", code)
+	}
+	if atStop >= n {
+		t.Fatalf("every instance completed before the SIGTERM took effect")
+	}
+	t.Logf("SIGTERM with %d of %d completed", atStop, n)
+	startProc(t, "worker", "--server", url)
+	waitFor(t, 60*time.Second, "every instance to complete", func() bool { return completed() >= n })
+	for _, s := range []struct{ stream, consumer string }{
+		{messages.OrchestratorStream, jetstore.OrchestratorConsumer},
+		{messages.ActivityStream, jetstore.ActivityConsumer},
+	} {
+		cons, err := js.Consumer(ctx, s.stream, s.consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := js.Stream(ctx, s.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		si, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.Delivered.Consumer != si.State.LastSeq {
+			t.Errorf("%s: %d deliveries of %d messages: %d redelivered", s.stream, ci.Delivered.Consumer, si.State.LastSeq, ci.Delivered.Consumer-si.State.LastSeq)
 		}
 	}
 }
