@@ -16,11 +16,13 @@ import (
 	"slices"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/client"
 	"github.com/jetflow/jetflow/pkg/dashboard"
 	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // Prefix is the root of every Durable Functions route.
@@ -43,6 +45,11 @@ type Options struct {
 	CORSOrigins []string
 	// Logger receives internal errors, which clients never see; nil discards.
 	Logger *zap.Logger
+	// TracerProvider makes a server span for each request, named by its
+	// route ("POST /runtime/webhooks/durabletask/orchestrators/{name}"),
+	// which continues a W3C traceparent the request carries. The commands
+	// the request sends continue its trace. Nil means the global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the HTTP handler.
@@ -52,6 +59,7 @@ type Server struct {
 	log    *zap.Logger
 	mux    *http.ServeMux
 	routes []Route
+	tracer trace.Tracer
 }
 
 // Route is one registered method and path pattern.
@@ -71,7 +79,7 @@ func New(c *client.Client, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Server{c: c, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s := &Server{c: c, opts: opts, log: opts.Logger, mux: http.NewServeMux(), tracer: telemetry.Tracer(opts.TracerProvider)}
 	s.handle("POST", "orchestrators/{name}", s.start)
 	s.handle("POST", "orchestrators/{name}/{id}", s.start)
 	s.handle("GET", "instances", s.list)
@@ -106,6 +114,24 @@ func (s *Server) handle(method, pattern string, h http.HandlerFunc) {
 func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, span := startServerSpan(r.Context(), s.tracer, r)
+	if !span.SpanContext().IsValid() {
+		span.End()
+		s.serve(w, r) // not traced
+		return
+	}
+	defer span.End()
+	r = r.WithContext(ctx)
+	if !span.IsRecording() {
+		s.serve(w, r) // traced upstream only: pass the context on
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	s.serve(rec, r)
+	endServerSpan(span, r, rec.code())
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if s.cors(w, r) {
 		return
 	}

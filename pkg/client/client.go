@@ -11,9 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // Errors returned by commands, matching the dispatcher's error codes. The
@@ -56,17 +59,37 @@ func (e *Error) Unwrap() error {
 
 // Client sends commands and reads status.
 type Client struct {
-	nc    *nats.Conn
-	store *jetstore.Store
+	nc      *nats.Conn
+	store   *jetstore.Store
+	metrics *telemetry.Metrics
+	tracer  trace.Tracer
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithMetrics counts status reads and open watches in m.
+func WithMetrics(m *telemetry.Metrics) Option { return func(c *Client) { c.metrics = m } }
+
+// WithTracerProvider makes the client's "command <kind>" spans with tp
+// instead of the global provider. Their trace context rides in the
+// command's NATS headers to the dispatcher, and from there on the work it
+// publishes.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Client) { c.tracer = telemetry.Tracer(tp) }
 }
 
 // New returns a Client. The streams and buckets must be provisioned.
-func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) (*Client, error) {
+func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts ...Option) (*Client, error) {
 	store, err := jetstore.Open(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{nc: nc, store: store}, nil
+	c := &Client{nc: nc, store: store, tracer: telemetry.Tracer(nil)}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Store returns the store the client reads from.
@@ -74,7 +97,23 @@ func (c *Client) Store() *jetstore.Store { return c.store }
 
 const defaultTimeout = 10 * time.Second
 
-func (c *Client) send(ctx context.Context, cmd *messages.Command) (string, error) {
+func (c *Client) send(ctx context.Context, cmd *messages.Command) (id string, err error) {
+	ctx, span := c.tracer.Start(ctx, "command", trace.WithSpanKind(trace.SpanKindClient))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		} else if span.IsRecording() && id != "" {
+			span.SetAttributes(telemetry.AttrInstanceID.String(id))
+		}
+		span.End()
+	}()
+	if span.IsRecording() {
+		span.SetName("command " + cmd.Kind.String())
+		span.SetAttributes(telemetry.AttrCommand.String(cmd.Kind.String()))
+		if cmd.Kind == messages.CmdStart {
+			span.SetAttributes(telemetry.AttrOrchestrator.String(cmd.Name))
+		}
+	}
 	cmd.V = messages.SchemaVersion
 	b, err := messages.Encode(cmd)
 	if err != nil {
@@ -88,7 +127,12 @@ func (c *Client) send(ctx context.Context, cmd *messages.Command) (string, error
 		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
 		defer cancel()
 	}
-	m, err := c.nc.RequestWithContext(ctx, messages.CommandSubject(cmd.Kind), b)
+	req := &nats.Msg{Subject: messages.CommandSubject(cmd.Kind), Data: b}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		req.Header = nats.Header{}
+		telemetry.Inject(ctx, req.Header)
+	}
+	m, err := c.nc.RequestMsgWithContext(ctx, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return "", ErrUnavailable
@@ -157,6 +201,7 @@ func (c *Client) Purge(ctx context.Context, instanceID string) error {
 
 // Status returns an instance's status record. If there is none, ErrNotFound is returned.
 func (c *Client) Status(ctx context.Context, instanceID string) (*messages.Status, error) {
+	c.metrics.StatusRead(telemetry.ReadGet)
 	st, _, err := c.store.GetStatus(ctx, instanceID)
 	if errors.Is(err, jetstore.ErrNotFound) {
 		return nil, ErrNotFound
@@ -172,6 +217,7 @@ func (c *Client) WaitForCompletion(ctx context.Context, instanceID string) (*mes
 		return nil, err
 	}
 	defer w.Stop()
+	defer c.metrics.WatchOpened()()
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,6 +239,7 @@ func (c *Client) WaitForCompletion(ctx context.Context, instanceID string) (*mes
 
 // History returns the events of one run of an instance, in order.
 func (c *Client) History(ctx context.Context, instanceID, executionID string) ([]messages.Event, error) {
+	c.metrics.StatusRead(telemetry.ReadHistory)
 	events, _, err := c.store.LoadHistory(ctx, instanceID, executionID)
 	return events, err
 }
@@ -208,6 +255,7 @@ type Update struct {
 // StatusRevision returns an instance's status record and its revision. If
 // there is none, ErrNotFound is returned.
 func (c *Client) StatusRevision(ctx context.Context, instanceID string) (Update, error) {
+	c.metrics.StatusRead(telemetry.ReadGet)
 	st, rev, err := c.store.GetStatus(ctx, instanceID)
 	if errors.Is(err, jetstore.ErrNotFound) {
 		return Update{}, ErrNotFound
@@ -229,8 +277,10 @@ func (c *Client) Watch(ctx context.Context, instanceID string, afterRevision uin
 		return nil, fmt.Errorf("watch %s: %w", instanceID, err)
 	}
 	out := make(chan Update, 16)
+	closed := c.metrics.WatchOpened()
 	go func() {
 		defer close(out)
+		defer closed()
 		defer func() { _ = w.Stop() }()
 		for {
 			select {
@@ -301,6 +351,7 @@ var ErrBadToken = jetstore.ErrBadToken
 // the token of the next page ("" when there is none). Pass "" for the
 // first page.
 func (c *Client) List(ctx context.Context, f ListFilter, pageSize int, token string) ([]*messages.Status, string, error) {
+	c.metrics.StatusRead(telemetry.ReadList)
 	return c.store.List(ctx, f, pageSize, token)
 }
 

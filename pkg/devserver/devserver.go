@@ -16,12 +16,17 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/api"
 	"github.com/jetflow/jetflow/pkg/client"
 	"github.com/jetflow/jetflow/pkg/dispatcher"
 	"github.com/jetflow/jetflow/pkg/jetstore"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 	"github.com/jetflow/jetflow/pkg/worker"
 )
 
@@ -100,6 +105,13 @@ type Config struct {
 	// API configures the HTTP API; its Logger defaults to Logger's.
 	API    api.Options
 	Logger *zap.Logger
+	// Metrics is the registry served at /metrics on the HTTP address, with
+	// every component's instruments; nil makes a new one (the global
+	// registry is never used).
+	Metrics *prometheus.Registry
+	// TracerProvider makes every component's spans; nil sets one up from
+	// the OTEL_* environment variables (off when none is set).
+	TracerProvider trace.TracerProvider
 	// Ready, if set, is called once everything is serving.
 	Ready func(natsURL, httpURL string)
 }
@@ -124,7 +136,25 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: cfg.Store, Logger: log.Named("dispatcher")})
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	metrics := telemetry.NewMetrics(reg)
+	tp := cfg.TracerProvider
+	if tp == nil {
+		var shutdown func(context.Context) error
+		if tp, shutdown, err = telemetry.SetupTracing(ctx, "jetflow-devserver"); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = shutdown(sctx)
+		}()
+	}
+	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: cfg.Store, Logger: log.Named("dispatcher"), Metrics: metrics, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -132,11 +162,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if wopts.Logger == nil {
 		wopts.Logger = log.Named("worker")
 	}
+	if wopts.Metrics == nil {
+		wopts.Metrics = metrics
+	}
+	if wopts.TracerProvider == nil {
+		wopts.TracerProvider = tp
+	}
 	w, err := worker.New(ctx, js, cfg.Registry, wopts)
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, nc, js)
+	c, err := client.New(ctx, nc, js, client.WithMetrics(metrics), client.WithTracerProvider(tp))
 	if err != nil {
 		return err
 	}
@@ -152,7 +188,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if aopts.Logger == nil {
 		aopts.Logger = log.Named("api")
 	}
-	srv := &http.Server{Handler: api.New(c, aopts), ReadHeaderTimeout: 10 * time.Second}
+	if aopts.TracerProvider == nil {
+		aopts.TracerProvider = tp
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", api.New(c, aopts))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	runCtx, stopAll := context.WithCancel(ctx)
 	defer stopAll()

@@ -10,15 +10,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // QueueGroup is the NATS queue group dispatchers share for commands.
@@ -35,15 +39,25 @@ type Options struct {
 	Logger *zap.Logger
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+	// Metrics, if set, gets a collector of the backlog of jetflow's
+	// consumers and streams (telemetry.Metrics.CollectPending) and counts
+	// dead-lettered messages; nil records nothing.
+	Metrics *telemetry.Metrics
+	// TracerProvider makes the "command <kind>" spans, which continue the
+	// trace context of the client's request and are carried on to the
+	// work the command publishes; nil means the global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // Dispatcher handles commands and delayed messages.
 type Dispatcher struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	store *jetstore.Store
-	opts  Options
-	log   *zap.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	store   *jetstore.Store
+	opts    Options
+	log     *zap.Logger
+	metrics *telemetry.Metrics
+	tracer  trace.Tracer
 }
 
 // New provisions the streams and buckets and returns a Dispatcher.
@@ -64,7 +78,9 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts Option
 	if err != nil {
 		return nil, err
 	}
-	return &Dispatcher{nc: nc, js: js, store: store, opts: opts, log: opts.Logger}, nil
+	opts.Metrics.CollectPending(js)
+	return &Dispatcher{nc: nc, js: js, store: store, opts: opts, log: opts.Logger,
+		metrics: opts.Metrics, tracer: telemetry.Tracer(opts.TracerProvider)}, nil
 }
 
 // Run serves commands and delayed messages until ctx ends, then finishes
@@ -135,7 +151,7 @@ func (d *Dispatcher) consume(ctx context.Context, stream, consumer string, h jet
 func (d *Dispatcher) handleDelayed(ctx context.Context, m jetstream.Msg) {
 	dm, err := messages.DecodeDelayed(m.Data())
 	if err != nil {
-		d.log.Error("reject delayed message", zap.String("subject", m.Subject()), zap.Error(err))
+		d.log.Error("reject delayed message", zap.String("subject", m.Subject()), zap.String("instanceId", subjectInstance(m.Subject())), zap.Error(err))
 		_ = m.Term()
 		return
 	}
@@ -143,8 +159,16 @@ func (d *Dispatcher) handleDelayed(ctx context.Context, m jetstream.Msg) {
 		_ = m.NakWithDelay(min(wait, d.opts.MaxDelay))
 		return
 	}
-	if _, err := d.js.Publish(ctx, dm.Subject, dm.Payload, jetstream.WithMsgID(dm.MsgID)); err != nil {
-		d.log.Warn("publish due message", zap.String("target", dm.Subject), zap.Error(err))
+	// The headers (the trace context of the episode or activity that
+	// delayed it, the orchestrator's name) travel on with the message.
+	hdr := m.Headers()
+	out := &nats.Msg{Subject: dm.Subject, Data: dm.Payload, Header: telemetry.Carry(hdr)}
+	if _, err := d.js.PublishMsg(ctx, out, jetstream.WithMsgID(dm.MsgID)); err != nil {
+		fields := []zap.Field{zap.String("instanceId", subjectInstance(dm.Subject)), zap.String("target", dm.Subject), zap.String("msgId", dm.MsgID), zap.Error(err)}
+		if o := hdr.Get(telemetry.HeaderOrchestrator); o != "" {
+			fields = append(fields, zap.String("orchestrator", o))
+		}
+		d.log.Warn("publish due message", fields...)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
@@ -166,6 +190,8 @@ func fail(code messages.ErrorCode, format string, args ...any) error {
 func (d *Dispatcher) handleCommand(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	ctx, span := d.tracer.Start(telemetry.Extract(ctx, m.Header), "command", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
 	reply := messages.Reply{V: messages.SchemaVersion}
 	cmd, err := messages.DecodeCommand(m.Data)
 	if err == nil && messages.CommandSubject(cmd.Kind) != m.Subject {
@@ -174,18 +200,29 @@ func (d *Dispatcher) handleCommand(ctx context.Context, m *nats.Msg) {
 	if err != nil {
 		err = fail(messages.CodeBadRequest, "bad command: %v", err)
 	} else {
+		if span.IsRecording() {
+			span.SetName("command " + cmd.Kind.String())
+			span.SetAttributes(telemetry.AttrCommand.String(cmd.Kind.String()))
+			if cmd.InstanceID != "" {
+				span.SetAttributes(telemetry.AttrInstanceID.String(cmd.InstanceID))
+			}
+			if cmd.Kind == messages.CmdStart {
+				span.SetAttributes(telemetry.AttrOrchestrator.String(cmd.Name))
+			}
+		}
 		reply.InstanceID, err = d.execute(ctx, cmd)
 	}
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		var ce *commandError
 		if errors.As(err, &ce) {
 			reply.Code, reply.Error = ce.code, ce.msg
 		} else {
-			d.log.Error("command failed", zap.String("subject", m.Subject), zap.Error(err))
+			d.log.Error("command failed", commandFields(m.Subject, cmd, reply.InstanceID, zap.Error(err))...)
 			reply.Code, reply.Error = messages.CodeInternal, "internal error"
 		}
 		if reply.Code == messages.CodeBadRequest {
-			d.log.Warn("rejected command", zap.String("subject", m.Subject), zap.String("error", reply.Error))
+			d.log.Warn("rejected command", commandFields(m.Subject, cmd, reply.InstanceID, zap.String("error", reply.Error))...)
 		}
 	}
 	if m.Reply == "" {
@@ -198,6 +235,41 @@ func (d *Dispatcher) handleCommand(ctx context.Context, m *nats.Msg) {
 	if err != nil {
 		d.log.Warn("reply to command", zap.Error(err))
 	}
+}
+
+// commandFields are the log fields of a command: its subject, and what it
+// names (instance, orchestrator, event) once decoded.
+func commandFields(subject string, c *messages.Command, id string, more ...zap.Field) []zap.Field {
+	f := []zap.Field{zap.String("subject", subject)}
+	if c != nil {
+		if id == "" {
+			id = c.InstanceID
+		}
+		if id != "" {
+			f = append(f, zap.String("instanceId", id))
+		}
+		switch {
+		case c.Kind == messages.CmdStart && c.Name != "":
+			f = append(f, zap.String("orchestrator", c.Name))
+		case c.Kind == messages.CmdRaiseEvent && c.Name != "":
+			f = append(f, zap.String("event", c.Name))
+		}
+	}
+	return append(f, more...)
+}
+
+// subjectInstance returns the instance ID in the last token of a work or
+// delay subject, or "" if it is not one.
+func subjectInstance(subject string) string {
+	i := strings.LastIndexByte(subject, '.')
+	if i < 0 {
+		return ""
+	}
+	id, err := messages.ParseToken(subject[i+1:])
+	if err != nil {
+		return ""
+	}
+	return id
 }
 
 func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, error) {
@@ -277,7 +349,9 @@ func (d *Dispatcher) publishWork(ctx context.Context, w *messages.OrchestratorWo
 	if err != nil {
 		return err
 	}
-	if _, err := d.js.Publish(ctx, messages.OrchestratorSubject(w.InstanceID), b, jetstream.WithMsgID(msgID)); err != nil {
+	m := &nats.Msg{Subject: messages.OrchestratorSubject(w.InstanceID), Data: b, Header: make(nats.Header, 3)}
+	telemetry.Inject(ctx, m.Header) // the command's span: the work continues its trace
+	if _, err := d.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID)); err != nil {
 		return fmt.Errorf("publish work for %s: %w", w.InstanceID, err)
 	}
 	return nil

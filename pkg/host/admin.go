@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
@@ -38,15 +39,16 @@ func Health(nc *nats.Conn, js jetstream.JetStream) http.Handler {
 	return mux
 }
 
-// admin serves health, and pprof when asked, on addr until ctx ends.
-// An empty addr serves nothing.
-func serveAdmin(ctx context.Context, addr string, withPprof bool, h http.Handler, log *zap.Logger) error {
-	if addr == "" {
-		return nil
-	}
+// AdminHandler serves a process's admin routes: /healthz and /readyz from
+// health, /metrics from reg (if not nil), and /debug/pprof/ when withPprof
+// is set.
+func AdminHandler(health http.Handler, reg *prometheus.Registry, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/healthz", h)
-	mux.Handle("/readyz", h)
+	mux.Handle("/healthz", health)
+	mux.Handle("/readyz", health)
+	if reg != nil {
+		mux.Handle("GET /metrics", MetricsHandler(reg))
+	}
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -54,11 +56,20 @@ func serveAdmin(ctx context.Context, addr string, withPprof bool, h http.Handler
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	return mux
+}
+
+// serveAdmin serves h (see AdminHandler) on addr until ctx ends. An empty
+// addr serves nothing.
+func serveAdmin(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
+	if addr == "" {
+		return nil
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -70,6 +81,6 @@ func serveAdmin(ctx context.Context, addr string, withPprof bool, h http.Handler
 			log.Error("admin server", zap.Error(err))
 		}
 	}()
-	log.Info("admin serving", zap.String("addr", ln.Addr().String()), zap.Bool("pprof", withPprof))
+	log.Info("admin serving", zap.String("addr", ln.Addr().String()))
 	return nil
 }

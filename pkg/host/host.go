@@ -29,6 +29,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/api"
@@ -36,6 +41,7 @@ import (
 	"github.com/jetflow/jetflow/pkg/dispatcher"
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/natsconn"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 	"github.com/jetflow/jetflow/pkg/worker"
 )
 
@@ -62,7 +68,7 @@ type common struct {
 
 func (c *common) register(fs *flag.FlagSet) {
 	c.nats.Register(fs)
-	fs.StringVar(&c.adminAddr, "admin", os.Getenv("JETFLOW_ADMIN"), "address for /healthz and /readyz, e.g. :8081 (JETFLOW_ADMIN); empty serves none")
+	fs.StringVar(&c.adminAddr, "admin", os.Getenv("JETFLOW_ADMIN"), "address for /healthz, /readyz and /metrics, e.g. :8081 (JETFLOW_ADMIN); empty serves none")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve /debug/pprof/ on the admin address")
 	fs.StringVar(&c.logLevel, "log-level", envOr("JETFLOW_LOG_LEVEL", "info"), "log level: debug, info, warn or error (JETFLOW_LOG_LEVEL)")
 	fs.BoolVar(&c.dev, "log-console", false, "log as console text instead of JSON")
@@ -101,33 +107,93 @@ func Logger(level string, console bool) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// connect dials NATS and waits for the streams and buckets if wait is set.
-func (c *common) connect(ctx context.Context, name string, wait bool) (*nats.Conn, jetstream.JetStream, *zap.Logger, error) {
+// process is what every process sets up: its logger, its NATS
+// connection, its metrics registry and its tracer provider.
+type process struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *zap.Logger
+	registry *prometheus.Registry
+	metrics  *telemetry.Metrics
+	tracer   trace.TracerProvider
+	shutdown func(context.Context) error
+}
+
+// close flushes the spans, flushes and closes the connection, and syncs
+// the log.
+func (p *process) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.shutdown(ctx); err != nil {
+		p.log.Warn("flush traces", zap.Error(err))
+	}
+	closeConn(p.nc)
+	_ = p.log.Sync()
+}
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process
+// collectors, for a process's /metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricsHandler serves a registry in the Prometheus text format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Tracing sets up the process's tracer provider from the OTEL_*
+// environment (see telemetry.SetupTracing; off when none is set) and makes
+// it, with the W3C trace context propagator, the global one, so that
+// orchestrator and activity code can add spans with otel.Tracer.
+func Tracing(ctx context.Context, service string) (trace.TracerProvider, func(context.Context) error, error) {
+	tp, shutdown, err := telemetry.SetupTracing(ctx, service)
+	if err != nil {
+		return nil, nil, err
+	}
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(telemetry.Propagator)
+	return tp, shutdown, nil
+}
+
+// connect dials NATS, serves the admin address, and waits for the streams
+// and buckets if wait is set.
+func (c *common) connect(ctx context.Context, name string, wait bool) (*process, error) {
 	log, err := Logger(c.logLevel, c.dev)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	nc, err := c.nats.Connect(name)
+	tp, shutdown, err := Tracing(ctx, name)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, err
+	p := &process{log: log, tracer: tp, shutdown: shutdown, registry: NewRegistry()}
+	p.metrics = telemetry.NewMetrics(p.registry)
+	fail := func(err error) (*process, error) {
+		if p.nc != nil {
+			p.nc.Close()
+		}
+		_ = shutdown(context.WithoutCancel(ctx))
+		return nil, err
 	}
-	if err := serveAdmin(ctx, c.adminAddr, c.pprof, Health(nc, js), log); err != nil {
-		nc.Close()
-		return nil, nil, nil, err
+	if p.nc, err = c.nats.Connect(name); err != nil {
+		return fail(err)
+	}
+	if p.js, err = jetstream.New(p.nc); err != nil {
+		return fail(err)
+	}
+	if err := serveAdmin(ctx, c.adminAddr, AdminHandler(Health(p.nc, p.js), p.registry, c.pprof), log); err != nil {
+		return fail(err)
 	}
 	if wait {
 		log.Info("waiting for jetflow streams and buckets")
-		if err := jetstore.WaitProvisioned(ctx, js); err != nil {
-			nc.Close()
-			return nil, nil, nil, err
+		if err := jetstore.WaitProvisioned(ctx, p.js); err != nil {
+			return fail(err)
 		}
 	}
-	return nc, js, log, nil
+	return p, nil
 }
 
 // RunWorker runs a worker hosting reg until ctx ends.
@@ -144,13 +210,13 @@ func RunWorker(ctx context.Context, args []string, reg *worker.Registry) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	nc, js, log, err := c.connect(ctx, "jetflow-worker", true)
+	p, err := c.connect(ctx, "jetflow-worker", true)
 	if err != nil {
 		return err
 	}
-	defer closeConn(nc)
-	defer func() { _ = log.Sync() }()
-	o.Logger = log
+	defer p.close()
+	nc, js, log := p.nc, p.js, p.log
+	o.Logger, o.Metrics, o.TracerProvider = log, p.metrics, p.tracer
 	w, err := worker.New(ctx, js, reg, o)
 	if err != nil {
 		return err
@@ -176,13 +242,13 @@ func RunDispatcher(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	nc, js, log, err := c.connect(ctx, "jetflow-dispatcher", false)
+	p, err := c.connect(ctx, "jetflow-dispatcher", false)
 	if err != nil {
 		return err
 	}
-	defer closeConn(nc)
-	defer func() { _ = log.Sync() }()
-	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: sc, Logger: log})
+	defer p.close()
+	nc, js, log := p.nc, p.js, p.log
+	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Store: sc, Logger: log, Metrics: p.metrics, TracerProvider: p.tracer})
 	if err != nil {
 		return err
 	}
@@ -207,17 +273,17 @@ func RunAPI(ctx context.Context, args []string) error {
 		return err
 	}
 	o.APIKeys, o.CORSOrigins = splitList(*keys), splitList(*origins)
-	nc, js, log, err := c.connect(ctx, "jetflow-api", true)
+	p, err := c.connect(ctx, "jetflow-api", true)
 	if err != nil {
 		return err
 	}
-	defer closeConn(nc)
-	defer func() { _ = log.Sync() }()
-	cl, err := client.New(ctx, nc, js)
+	defer p.close()
+	nc, js, log := p.nc, p.js, p.log
+	cl, err := client.New(ctx, nc, js, client.WithMetrics(p.metrics), client.WithTracerProvider(p.tracer))
 	if err != nil {
 		return err
 	}
-	o.Logger = log
+	o.Logger, o.TracerProvider = log, p.tracer
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
@@ -226,6 +292,7 @@ func RunAPI(ctx context.Context, args []string) error {
 	health := Health(nc, js)
 	mux.Handle("GET /healthz", health)
 	mux.Handle("GET /readyz", health)
+	mux.Handle("GET /metrics", MetricsHandler(p.registry))
 	mux.Handle("/", api.New(cl, o))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 1)

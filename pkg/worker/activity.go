@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // unregisteredDeliveries is how often an activity task no worker here
@@ -22,7 +25,24 @@ func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 		w.reject(ctx, msg, "activity", err)
 		return
 	}
-	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))
+	w.countRedelivery(msg, messages.ActivityStream)
+	hdr := msg.Headers()
+	orch := hdr.Get(telemetry.HeaderOrchestrator)
+	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name),
+		zap.Int32("taskId", t.TaskID), zap.Int("attempt", t.Attempt))
+	if orch != "" {
+		log = log.With(zap.String("orchestrator", orch))
+	}
+	ctx, span := w.tracer.Start(telemetry.Extract(ctx, hdr), "activity", trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetName("activity " + t.Name)
+		span.SetAttributes(telemetry.AttrInstanceID.String(t.InstanceID), telemetry.AttrExecutionID.String(t.ExecutionID),
+			telemetry.AttrActivity.String(t.Name), telemetry.AttrTaskID.Int(int(t.TaskID)), telemetry.AttrAttempt.Int(t.Attempt))
+		if orch != "" {
+			span.SetAttributes(telemetry.AttrOrchestrator.String(orch))
+		}
+	}
 	fn, ok := w.reg.activities[t.Name]
 	if !ok {
 		// Another worker may host it: hand it back quickly while the
@@ -36,12 +56,17 @@ func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 			_ = msg.NakWithDelay(time.Second)
 			return
 		}
-		err := w.finishActivity(ctx, t, nil, &messages.Failure{Type: "ActivityNotFound",
-			Message: fmt.Sprintf("activity %q is not registered on any worker", t.Name)})
-		w.settle(msg, err, log)
+		f := &messages.Failure{Type: "ActivityNotFound", Message: fmt.Sprintf("activity %q is not registered on any worker", t.Name)}
+		span.SetStatus(codes.Error, f.Message)
+		w.settle(msg, w.finishActivity(ctx, t, nil, f, log), log)
 		return
 	}
+	began := time.Now()
 	out, failure := w.runActivity(ctx, msg, fn, t)
+	w.metrics.ActivityRan(t.Name, time.Since(began))
+	if failure != nil {
+		span.SetStatus(codes.Error, failure.Type+": "+failure.Message)
+	}
 	if failure != nil && t.Retry != nil && t.Attempt < t.Retry.MaxAttempts {
 		next := *t
 		next.Attempt++
@@ -49,13 +74,14 @@ func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 		m, err := delayedMsg(t.InstanceID, due, messages.ActivitySubject(t.InstanceID),
 			fmt.Sprintf("%s:%d", seqID("a", t.InstanceID, t.ExecutionID, t.TaskID), next.Attempt), &next)
 		if err == nil {
+			m.orchestrator = orch
 			err = publishAll(ctx, w.js, []outMsg{*m})
 		}
-		log.Info("activity failed, will retry", zap.Int("attempt", t.Attempt), zap.Time("retryAt", due), zap.String("error", failure.Message))
+		log.Info("activity failed, will retry", zap.Time("retryAt", due), zap.String("error", failure.Message))
 		w.settle(msg, err, log)
 		return
 	}
-	w.settle(msg, w.finishActivity(ctx, t, out, failure), log)
+	w.settle(msg, w.finishActivity(ctx, t, out, failure, log), log)
 }
 
 func (w *Worker) settle(msg jetstream.Msg, err error, log *zap.Logger) {
@@ -101,8 +127,8 @@ func (w *Worker) runActivity(ctx context.Context, msg jetstream.Msg, fn Activity
 }
 
 // finishActivity sends the activity's result to its orchestration.
-func (w *Worker) finishActivity(ctx context.Context, t *messages.ActivityTask, out []byte, failure *messages.Failure) error {
-	out, failure = w.limitResult(t, out, failure)
+func (w *Worker) finishActivity(ctx context.Context, t *messages.ActivityTask, out []byte, failure *messages.Failure, log *zap.Logger) error {
+	out, failure = w.limitResult(t, out, failure, log)
 	ev := messages.Event{Type: messages.EventTaskCompleted, TaskID: t.TaskID, Result: out}
 	if failure != nil {
 		ev = messages.Event{Type: messages.EventTaskFailed, TaskID: t.TaskID, Failure: failure}

@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jetflow/jetflow/pkg/replay"
 )
 
@@ -12,6 +14,9 @@ type entry struct {
 	id        string
 	inst      *replay.Instance
 	statusRev uint64
+	// trace is the span context of the last episode of the run, which
+	// work from outside the run's trace continues; invalid if untraced.
+	trace trace.SpanContext
 }
 
 // cache is a bounded LRU of idle entries. take removes an entry, so an entry
@@ -37,6 +42,19 @@ func (c *cache) take(id string) *entry {
 	delete(c.items, id)
 	c.ll.Remove(el)
 	return el.Value.(*entry)
+}
+
+// traceOf returns the trace context of the instance's entry if it is held
+// and is of run exec ("" matches any run).
+func (c *cache) traceOf(id, exec string) trace.SpanContext {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[id]; ok {
+		if e := el.Value.(*entry); exec == "" || e.inst.ExecutionID() == exec {
+			return e.trace
+		}
+	}
+	return trace.SpanContext{}
 }
 
 func (c *cache) put(e *entry) {

@@ -62,7 +62,8 @@ func (w *Worker) limitFinal(e *entry, ep *replay.Episode) {
 			Message: fmt.Sprintf("orchestrator failure message is %d bytes, over the limit of %d; it begins: %s",
 				n, max(n-(excess+1)/2, 0), prefix(f.Failure.Message, failurePrefix))}
 	}
-	w.log.Warn("orchestration output too large: failing the run", zap.String("instanceId", e.id), zap.String("error", failure.Message))
+	w.log.Warn("orchestration output too large: failing the run", zap.String("instanceId", e.id),
+		zap.String("orchestrator", e.inst.Name()), zap.Uint64("episode", e.inst.Episodes()), zap.String("error", failure.Message))
 	done := messages.Event{Type: messages.EventExecutionCompleted, Timestamp: f.Timestamp, Status: messages.StatusFailed, Failure: &failure}
 	ep.Events[at] = done
 	for i := range ep.Actions {
@@ -80,7 +81,7 @@ func (w *Worker) limitFinal(e *entry, ep *replay.Episode) {
 // output over half of max_payload (the same limit the dispatcher sets on
 // inputs) becomes an OutputTooLarge failure, and a failure message over it
 // is cut short.
-func (w *Worker) limitResult(t *messages.ActivityTask, out []byte, failure *messages.Failure) ([]byte, *messages.Failure) {
+func (w *Worker) limitResult(t *messages.ActivityTask, out []byte, failure *messages.Failure, log *zap.Logger) ([]byte, *messages.Failure) {
 	limit := w.maxPayload() / 2
 	switch {
 	case failure == nil && len(out) > limit:
@@ -97,7 +98,7 @@ func (w *Worker) limitResult(t *messages.ActivityTask, out []byte, failure *mess
 	default:
 		return out, failure
 	}
-	w.log.Warn("activity output too large", zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name), zap.String("error", failure.Message))
+	log.Warn("activity output too large", zap.String("error", failure.Message))
 	return out, failure
 }
 

@@ -7,10 +7,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow/jetflow/pkg/messages"
 	"github.com/jetflow/jetflow/pkg/replay"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // outMsg is one message an episode owes, with its deduplication ID.
@@ -18,6 +20,20 @@ type outMsg struct {
 	subject string
 	msgID   string
 	data    []byte
+	// orchestrator, if set, is sent as the telemetry.HeaderOrchestrator
+	// header, so that an activity's logs can name its orchestrator.
+	orchestrator string
+}
+
+// natsMsg returns the message to publish, with the trace context of ctx's
+// span (if any) in its headers.
+func (m *outMsg) natsMsg(ctx context.Context) *nats.Msg {
+	h := make(nats.Header, 4)
+	telemetry.Inject(ctx, h)
+	if m.orchestrator != "" {
+		h[telemetry.HeaderOrchestrator] = []string{m.orchestrator}
+	}
+	return &nats.Msg{Subject: m.subject, Data: m.data, Header: h}
 }
 
 // publish sends the messages that actions call for and waits until
@@ -44,14 +60,14 @@ func publishAll(ctx context.Context, js jetstream.JetStream, msgs []outMsg) erro
 		return nil
 	case 1:
 		m := msgs[0]
-		if _, err := js.Publish(ctx, m.subject, m.data, jetstream.WithMsgID(m.msgID)); err != nil {
+		if _, err := js.PublishMsg(ctx, m.natsMsg(ctx), jetstream.WithMsgID(m.msgID)); err != nil {
 			return fmt.Errorf("publish %s: %w", m.subject, err)
 		}
 		return nil
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
-		f, err := js.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.msgID))
+		f, err := js.PublishMsgAsync(m.natsMsg(ctx), jetstream.WithMsgID(m.msgID))
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", m.subject, err)
 		}
@@ -81,7 +97,11 @@ func actionMessage(in *replay.Instance, a *messages.Event) (*outMsg, error) {
 	case messages.EventTaskScheduled:
 		t := messages.ActivityTask{V: messages.SchemaVersion, InstanceID: id, ExecutionID: exec, TaskID: a.TaskID,
 			Name: a.Name, Input: a.Input, Attempt: 1, Retry: a.Retry}
-		return encodeMsg(messages.ActivitySubject(id), seqID("a", id, exec, a.TaskID)+":1", &t)
+		m, err := encodeMsg(messages.ActivitySubject(id), seqID("a", id, exec, a.TaskID)+":1", &t)
+		if m != nil {
+			m.orchestrator = in.Name()
+		}
+		return m, err
 	case messages.EventTimerCreated:
 		fired := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: id, ExecutionID: exec,
 			Events: []messages.Event{{Type: messages.EventTimerFired, TaskID: a.TaskID, FireAt: a.FireAt}}}

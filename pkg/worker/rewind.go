@@ -56,6 +56,7 @@ func (w *Worker) prepareRewind(ctx context.Context, work *messages.OrchestratorW
 	if err != nil {
 		return nil, err
 	}
+	log = log.With(zap.String("orchestrator", st.Name))
 	old := work.ExecutionID
 	if old == "" {
 		old = st.ExecutionID

@@ -14,11 +14,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
 	"github.com/jetflow/jetflow/pkg/replay"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // Options configure a Worker.
@@ -40,17 +44,26 @@ type Options struct {
 	Logger *zap.Logger
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+	// Metrics records episodes, replays, activities, conflicts and
+	// redeliveries; nil records nothing.
+	Metrics *telemetry.Metrics
+	// TracerProvider makes the "episode <name>" and "activity <name>"
+	// spans, which continue the trace context carried in the work
+	// message's headers; nil means the global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // Worker runs orchestrator and activity work.
 type Worker struct {
-	js    jetstream.JetStream
-	store *jetstore.Store
-	reg   *Registry
-	opts  Options
-	log   *zap.Logger
-	cache *cache
-	locks keyedMutex
+	js      jetstream.JetStream
+	store   *jetstore.Store
+	reg     *Registry
+	opts    Options
+	log     *zap.Logger
+	cache   *cache
+	locks   keyedMutex
+	metrics *telemetry.Metrics
+	tracer  trace.Tracer
 
 	// hook, if set (only by tests), is called at each stage of a commit;
 	// an error it returns is handled like a crash at that point: the
@@ -103,7 +116,8 @@ func New(ctx context.Context, js jetstream.JetStream, reg *Registry, opts Option
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{js: js, store: store, reg: reg, opts: opts, log: opts.Logger, cache: newCache(opts.CacheSize)}, nil
+	return &Worker{js: js, store: store, reg: reg, opts: opts, log: opts.Logger, cache: newCache(opts.CacheSize),
+		metrics: opts.Metrics, tracer: telemetry.Tracer(opts.TracerProvider)}, nil
 }
 
 // Run registers the worker's names, then pulls and runs work until ctx
@@ -201,24 +215,76 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 		w.reject(ctx, msg, "orchestrator", err)
 		return
 	}
-	err = w.process(ctx, work)
+	w.countRedelivery(msg, messages.OrchestratorStream)
+	var info episodeInfo
+	err = w.processEpisode(telemetry.Extract(ctx, msg.Headers()), work, &info)
 	switch {
 	case err == nil:
 		if err := msg.Ack(); err != nil {
-			w.log.Warn("ack orchestrator work", zap.String("instanceId", work.InstanceID), zap.Error(err))
+			w.log.Warn("ack orchestrator work", info.fields(work.InstanceID, zap.Error(err))...)
 		}
 	case errors.Is(err, errNotYet):
 		_ = msg.NakWithDelay(500 * time.Millisecond)
 	default:
-		w.log.Error("orchestrator step", zap.String("instanceId", work.InstanceID), zap.Error(err))
+		w.log.Error("orchestrator step", info.fields(work.InstanceID, zap.Error(err))...)
 		_ = msg.NakWithDelay(time.Second)
 	}
 }
 
+// countRedelivery counts a work message delivered more than once.
+func (w *Worker) countRedelivery(msg jetstream.Msg, stream string) {
+	if w.metrics == nil {
+		return
+	}
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 1 {
+		w.metrics.Redelivered(stream)
+	}
+}
+
+// episodeInfo is what processing one work item learnt about its episode,
+// for logs and metrics.
+type episodeInfo struct {
+	name    string // the orchestrator's name, once known
+	episode uint64 // the episode's number, once known
+}
+
+// fields returns the log fields of the instance and episode.
+func (i *episodeInfo) fields(id string, more ...zap.Field) []zap.Field {
+	f := make([]zap.Field, 0, 3+len(more))
+	f = append(f, zap.String("instanceId", id))
+	if i.name != "" {
+		f = append(f, zap.String("orchestrator", i.name))
+	}
+	if i.episode > 0 {
+		f = append(f, zap.Uint64("episode", i.episode))
+	}
+	return append(f, more...)
+}
+
 // process applies a work item, retrying when another worker committed first.
-func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) (err error) {
+func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) error {
+	var info episodeInfo
+	return w.processEpisode(ctx, work, &info)
+}
+
+// processEpisode is process, telling info what it learns. ctx may carry the
+// remote span context of the work message.
+func (w *Worker) processEpisode(ctx context.Context, work *messages.OrchestratorWork, info *episodeInfo) (err error) {
 	unlock := w.locks.lock(work.InstanceID)
 	defer unlock()
+	began := time.Now()
+	for i := range work.Events {
+		if work.Events[i].Type == messages.EventExecutionStarted {
+			info.name = work.Events[i].Name
+		}
+	}
+	ctx, span := w.startEpisodeSpan(ctx, work, info.name)
+	defer func() {
+		if err != nil && !errors.Is(err, errNotYet) {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	if f := poisonFailure(work.Events); f != nil {
 		return w.failPoisoned(ctx, work, *f)
 	}
@@ -228,18 +294,53 @@ func (w *Worker) process(ctx context.Context, work *messages.OrchestratorWork) (
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		err = w.step(ctx, work, attempt)
+		var committed bool
+		committed, err = w.step(ctx, work, attempt, info)
+		if committed {
+			w.metrics.EpisodeCommitted(info.name, nil, time.Since(began))
+		}
 		if !errors.Is(err, errConflict) && !errors.Is(err, errStaleCache) || attempt >= 8 {
 			return err
 		}
 	}
 }
 
-// step applies one work item to its instance as one episode.
-func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, attempt int) (err error) {
+// startEpisodeSpan starts the span of one work item. Its parent is the
+// span context the work message carried (the activity, the episode or the
+// command that sent it), except that work from outside the run's trace (a
+// client's command) continues the trace of the run this worker holds, with
+// a link to the sender.
+func (w *Worker) startEpisodeSpan(ctx context.Context, work *messages.OrchestratorWork, name string) (context.Context, trace.Span) {
+	sent := trace.SpanContextFromContext(ctx)
+	var opts []trace.SpanStartOption
+	// A start (name set) begins its run and keeps the trace it came with.
+	if run := w.cache.traceOf(work.InstanceID, work.ExecutionID); name == "" && run.IsValid() && run.TraceID() != sent.TraceID() {
+		if sent.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sent}))
+		}
+		ctx = trace.ContextWithRemoteSpanContext(ctx, run)
+	}
+	opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := w.tracer.Start(ctx, "episode", opts...)
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrInstanceID.String(work.InstanceID))
+		if work.ExecutionID != "" {
+			span.SetAttributes(telemetry.AttrExecutionID.String(work.ExecutionID))
+		}
+		if name != "" {
+			span.SetName("episode " + name)
+			span.SetAttributes(telemetry.AttrOrchestrator.String(name))
+		}
+	}
+	return ctx, span
+}
+
+// step applies one work item to its instance as one episode. committed
+// reports that an episode was appended to history.
+func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, attempt int, info *episodeInfo) (committed bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("step panicked: %v\n%s", r, debug.Stack())
+			committed, err = false, fmt.Errorf("step panicked: %v\n%s", r, debug.Stack())
 		}
 	}()
 	e := w.cache.take(work.InstanceID)
@@ -253,35 +354,45 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 	if e == nil {
 		e, incoming, history, err = w.load(ctx, work, attempt)
 		if err != nil || e == nil {
-			return err
+			return false, err
 		}
 	}
+	info.episode = e.inst.Episodes() + 1
 	ep, err := e.inst.Step(w.opts.Now().UTC(), incoming)
+	if n := e.inst.Name(); n != "" {
+		info.name = n // known once the start is applied
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && info.name != "" {
+		span.SetName("episode " + info.name)
+		span.SetAttributes(telemetry.AttrOrchestrator.String(info.name), telemetry.AttrExecutionID.String(e.inst.ExecutionID()),
+			telemetry.AttrEpisode.Int64(int64(info.episode)))
+	}
 	if err != nil {
 		e.inst.Close()
-		return err
+		return false, err
 	}
 	if len(ep.Events) == 0 && hot {
 		// A hot instance found nothing new in the work item. It may be
 		// behind history (another worker committed episodes since), and the
 		// work may answer an action of those: decide against history.
 		e.inst.Close()
-		return errStaleCache
+		return false, errStaleCache
 	}
 	if len(ep.Events) == 0 {
 		// Everything in the work item is already in history: a redelivery.
 		// Make sure the episode that applied it sent what it still owes,
 		// and repair the status.
+		info.episode = e.inst.Episodes()
 		if err := w.publish(ctx, e.inst, owedActions(history, incoming)); err != nil {
 			e.inst.Close()
-			return err
+			return false, err
 		}
 		if err := w.writeStatus(ctx, e); err != nil {
 			e.inst.Close()
-			return err
+			return false, err
 		}
-		w.cache.put(e)
-		return nil
+		w.keep(ctx, e)
+		return false, nil
 	}
 	w.limitFinal(e, ep)
 	actions := ep.Actions
@@ -290,7 +401,20 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 		// it was given leaves open (see rewind.go).
 		actions = e.inst.Outstanding()
 	}
-	return w.commit(ctx, e, ep.Events, actions)
+	if err := w.commit(ctx, e, ep.Events, actions); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// keep puts an entry back in the cache with the trace context of the
+// episode that last touched it, which later work from outside the run's
+// trace continues.
+func (w *Worker) keep(ctx context.Context, e *entry) {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		e.trace = sc
+	}
+	w.cache.put(e)
 }
 
 // commit appends an episode, publishes its actions, writes the status
@@ -305,10 +429,12 @@ func (w *Worker) commit(ctx context.Context, e *entry, events, actions []message
 		e.inst.Close()
 		if errors.Is(err, jetstore.ErrConflict) {
 			w.conflicts.Add(1)
+			w.metrics.HistoryConflict()
 			return errConflict
 		}
 		return err
 	}
+	w.metrics.EpisodeCommitted(e.inst.Name(), events, -1)
 	if err := w.runHook(stageAppended, e); err != nil {
 		e.inst.Close()
 		return err
@@ -333,7 +459,7 @@ func (w *Worker) commit(ctx context.Context, e *entry, events, actions []message
 		e.inst.Close()
 		return nil
 	}
-	w.cache.put(e)
+	w.keep(ctx, e)
 	return nil
 }
 
@@ -385,7 +511,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		}
 		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.With(zap.String("instanceId", id), zap.String("orchestrator", name))})
 		e := &entry{id: id, inst: inst}
-		if err := inst.Replay(history); err != nil {
+		if err := w.replay(ctx, inst, name, history); err != nil {
 			inst.Close()
 			var nd *replay.NonDeterminismError
 			if !errors.As(err, &nd) {
@@ -412,6 +538,27 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		}
 		incoming = carried
 	}
+}
+
+// replay replays an instance's history, timing it and tracing it as a
+// child span of the episode.
+func (w *Worker) replay(ctx context.Context, inst *replay.Instance, name string, history []messages.Event) error {
+	if len(history) == 0 {
+		return inst.Replay(history)
+	}
+	_, span := w.tracer.Start(ctx, "replay")
+	if span.IsRecording() {
+		span.SetName("replay " + name)
+		span.SetAttributes(telemetry.AttrOrchestrator.String(name), attribute.Int("jetflow.history_events", len(history)))
+	}
+	began := time.Now()
+	err := inst.Replay(history)
+	w.metrics.Replayed(name, time.Since(began))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	return err
 }
 
 // staleOrEarly decides about work for a run with no history: if the status
@@ -442,13 +589,16 @@ func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming
 	}
 	e := &entry{id: id, inst: view}
 	w.log.Error("orchestration failed without running its code", zap.String("instanceId", id),
+		zap.String("orchestrator", view.Name()), zap.Uint64("episode", view.Episodes()),
 		zap.String("failure", f.Type), zap.String("reason", f.Message))
 	if err := w.store.AppendEpisode(ctx, id, exec, view.Episodes(), failed); err != nil {
 		if errors.Is(err, jetstore.ErrConflict) {
+			w.metrics.HistoryConflict()
 			return errConflict
 		}
 		return err
 	}
+	w.metrics.EpisodeCommitted(view.Name(), failed, -1)
 	if err := w.publish(ctx, view, []messages.Event{*view.Final()}); err != nil {
 		return err
 	}
