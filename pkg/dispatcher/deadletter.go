@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
 // maxDeliveries is the server's advisory that a message was delivered
@@ -57,6 +58,7 @@ func (d *Dispatcher) deadLetter(ctx context.Context, a maxDeliveries, log *zap.L
 		Deliveries: a.Deliveries, Reason: reason, Data: msg.Data}); err != nil {
 		return err
 	}
+	d.metrics.DeadLettered(a.Stream)
 	where := fmt.Sprintf("it was moved to stream %s as message %s #%d", messages.DeadLetterStream, a.Stream, a.StreamSeq)
 	var notice *messages.OrchestratorWork
 	var msgID string
@@ -85,6 +87,8 @@ func (d *Dispatcher) deadLetter(ctx context.Context, a maxDeliveries, log *zap.L
 		log = log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name))
 	}
 	if notice != nil {
+		// The notice continues the trace of the work it stands for.
+		ctx = telemetry.Extract(ctx, msg.Header)
 		if err := d.publishWork(ctx, notice, msgID); err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ func (w *Worker) reject(ctx context.Context, msg jetstream.Msg, what string, cau
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	w.metrics.DeadLettered(d.Stream)
 	_ = msg.Term()
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/jetflow/jetflow/internal/natstest"
@@ -18,18 +19,20 @@ import (
 	"github.com/jetflow/jetflow/pkg/jetstore"
 	"github.com/jetflow/jetflow/pkg/messages"
 	"github.com/jetflow/jetflow/pkg/replay"
+	"github.com/jetflow/jetflow/pkg/telemetry"
 	"github.com/jetflow/jetflow/pkg/worker"
 )
 
 // poisonStack runs a dispatcher and a worker hosting reg, with work given
 // up on after 3 deliveries of 1 s each.
 type poisonStack struct {
-	srv    *natstest.Server
-	js     jetstream.JetStream
-	client *client.Client
+	srv     *natstest.Server
+	js      jetstream.JetStream
+	client  *client.Client
+	metrics *prometheus.Registry
 }
 
-func startPoisonStack(t *testing.T, reg *worker.Registry) *poisonStack {
+func startPoisonStack(t *testing.T, workers *worker.Registry) *poisonStack {
 	t.Helper()
 	srv := natstest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,7 +44,9 @@ func startPoisonStack(t *testing.T, reg *worker.Registry) *poisonStack {
 		}
 	})
 	nc, js := natstest.Connect(t, srv)
-	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Logger: zaptest.NewLogger(t).Named("dispatcher"),
+	reg := prometheus.NewRegistry()
+	m := telemetry.NewMetrics(reg)
+	d, err := dispatcher.New(ctx, nc, js, dispatcher.Options{Logger: zaptest.NewLogger(t).Named("dispatcher"), Metrics: m,
 		Store: jetstore.Config{MaxDeliver: 3, OrchestratorAckWait: time.Second, ActivityAckWait: time.Second}})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +55,7 @@ func startPoisonStack(t *testing.T, reg *worker.Registry) *poisonStack {
 	done = append(done, dd)
 	go func() { dd <- d.Run(ctx) }()
 	_, wjs := natstest.Connect(t, srv)
-	w, err := worker.New(ctx, wjs, reg, worker.Options{Logger: zaptest.NewLogger(t).Named("worker"), DrainTimeout: time.Second})
+	w, err := worker.New(ctx, wjs, workers, worker.Options{Logger: zaptest.NewLogger(t).Named("worker"), DrainTimeout: time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +66,7 @@ func startPoisonStack(t *testing.T, reg *worker.Registry) *poisonStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &poisonStack{srv: srv, js: js, client: c}
+	return &poisonStack{srv: srv, js: js, client: c, metrics: reg}
 }
 
 func (p *poisonStack) run(t *testing.T, name, id string, input []byte) *messages.Status {
@@ -234,6 +239,27 @@ func TestPoisonWorkIsDeadLettered(t *testing.T) {
 			t.Logf("dead letter from %s: %s", m.Header.Get(messages.HeaderDLQStream), m.Header.Get(messages.HeaderDLQReason))
 		}
 		t.Fatalf("dead letters found: %v, want activity, orchestrator and garbage", found)
+	}
+	// Each was counted, by the stream it came from.
+	counted := map[string]float64{}
+	families, err := p.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "jetflow_dead_lettered_messages_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stream" {
+					counted[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if counted[messages.ActivityStream] != 1 || counted[messages.OrchestratorStream] != 2 {
+		t.Errorf("jetflow_dead_lettered_messages_total by stream: %v, want 1 activity and 2 orchestrator", counted)
 	}
 	// Nothing is left to be redelivered.
 	for _, name := range []string{messages.OrchestratorStream, messages.ActivityStream, messages.AdvisoryStream} {
