@@ -179,19 +179,8 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 			}
 			prev = p
 		}
-		old, err := s.putIndex(ctx, st, prev)
-		if err != nil {
-			return 0, err
-		}
-		var nrev uint64
-		if rev == 0 {
-			nrev, err = s.status.Create(ctx, key, b)
-		} else {
-			nrev, err = s.status.Update(ctx, key, b, rev)
-		}
+		nrev, err := s.writeRecord(ctx, key, b, st, rev, prev)
 		if err == nil {
-			s.known.set(key, nrev, st.RuntimeStatus)
-			s.dropIndex(ctx, key, prev, st.RuntimeStatus, old)
 			return nrev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -255,6 +244,21 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 		}
 		prev = p
 	}
+	nrev, err := s.writeRecord(ctx, key, b, st, rev, prev)
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
+	}
+	return nrev, nil
+}
+
+// writeRecord writes the encoded record b of st at revision rev (a Create
+// when 0): it puts st's index key first, so that the instance is never
+// missing from the index, and drops the key of prev, the status of the
+// record it replaced, once the record is written.
+func (s *Store) writeRecord(ctx context.Context, key string, b []byte, st *messages.Status, rev uint64, prev messages.RuntimeStatus) (uint64, error) {
 	old, err := s.putIndex(ctx, st, prev)
 	if err != nil {
 		return 0, err
@@ -265,11 +269,8 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 	} else {
 		nrev, err = s.status.Update(ctx, key, b, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return 0, ErrConflict
-	}
 	if err != nil {
-		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
+		return 0, err
 	}
 	s.known.set(key, nrev, st.RuntimeStatus)
 	s.dropIndex(ctx, key, prev, st.RuntimeStatus, old)
