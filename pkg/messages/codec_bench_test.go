@@ -1,4 +1,4 @@
-package bench
+package messages_test
 
 import (
 	"testing"
@@ -8,8 +8,7 @@ import (
 )
 
 // Hot-path benchmarks of pkg/messages' encoding, on the records one
-// E1_HelloSequence episode writes. They belong in pkg/messages; they live
-// here until that package has its own.
+// E1_HelloSequence episode writes.
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
