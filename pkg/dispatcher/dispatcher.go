@@ -25,6 +25,9 @@ import (
 	"github.com/jetflow/jetflow/pkg/telemetry"
 )
 
+// maxCommands bounds the client commands one dispatcher handles at once.
+const maxCommands = 256
+
 // QueueGroup is the NATS queue group dispatchers share for commands.
 const QueueGroup = "jetflow-dispatcher"
 
@@ -88,10 +91,16 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts Option
 func (d *Dispatcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	work := context.WithoutCancel(ctx)
+	// Commands are independent of each other (a start claims its ID with
+	// a compare-and-set), so up to maxCommands run at once.
+	sem := make(chan struct{}, maxCommands)
 	sub, err := d.nc.QueueSubscribe(messages.CommandSubjects, QueueGroup, func(m *nats.Msg) {
+		sem <- struct{}{}
 		wg.Add(1)
-		defer wg.Done()
-		d.handleCommand(work, m)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d.handleCommand(work, m)
+		}()
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
