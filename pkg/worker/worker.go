@@ -92,7 +92,9 @@ func (w *Worker) runHook(stage hookStage, e *entry) error {
 	return w.hook(stage, e.id, e.inst.ExecutionID(), e.inst.Episodes())
 }
 
-// New returns a Worker. The streams and buckets must be provisioned.
+// New returns a Worker and records in the registry bucket the names it
+// hosts, so that starts of them are accepted. The streams and buckets must
+// be provisioned.
 func New(ctx context.Context, js jetstream.JetStream, reg *Registry, opts Options) (*Worker, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 64
@@ -116,24 +118,27 @@ func New(ctx context.Context, js jetstream.JetStream, reg *Registry, opts Option
 	if err != nil {
 		return nil, err
 	}
+	// Register every name before New returns, so that once a worker
+	// exists, starts of what it hosts are accepted: none of them races
+	// the registration.
+	for name := range reg.orchestrators {
+		if err := store.Register(ctx, jetstore.KindOrchestrator, name); err != nil {
+			return nil, err
+		}
+	}
+	for name := range reg.activities {
+		if err := store.Register(ctx, jetstore.KindActivity, name); err != nil {
+			return nil, err
+		}
+	}
 	return &Worker{js: js, store: store, reg: reg, opts: opts, log: opts.Logger, cache: newCache(opts.CacheSize),
 		metrics: opts.Metrics, tracer: telemetry.Tracer(opts.TracerProvider)}, nil
 }
 
-// Run registers the worker's names, then pulls and runs work until ctx
-// ends. On shutdown it stops pulling and waits up to DrainTimeout for work
-// in flight; work it does not finish is redelivered elsewhere.
+// Run pulls and runs work until ctx ends. On shutdown it stops pulling and
+// waits up to DrainTimeout for work in flight; work it does not finish is
+// redelivered elsewhere.
 func (w *Worker) Run(ctx context.Context) error {
-	for name := range w.reg.orchestrators {
-		if err := w.store.Register(ctx, jetstore.KindOrchestrator, name); err != nil {
-			return err
-		}
-	}
-	for name := range w.reg.activities {
-		if err := w.store.Register(ctx, jetstore.KindActivity, name); err != nil {
-			return err
-		}
-	}
 	// Work in flight keeps its own context, so that a shutdown lets it
 	// finish instead of cutting it off between commit and ack.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
