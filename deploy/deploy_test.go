@@ -151,10 +151,10 @@ const natsService = "nats://nats:4222"
 func TestKubernetesManifests(t *testing.T) {
 	objs := manifests(t)
 	want := map[string]string{ // kind/name -> apiVersion
-		"Deployment/jetflow-dispatcher":           "apps/v1",
-		"Deployment/jetflow-worker":               "apps/v1",
-		"Deployment/jetflow-api":                  "apps/v1",
-		"Service/jetflow-api":                     "v1",
+		"Deployment/jetflow-dispatcher":          "apps/v1",
+		"Deployment/jetflow-worker":              "apps/v1",
+		"Deployment/jetflow-api":                 "apps/v1",
+		"Service/jetflow-api":                    "v1",
 		"HorizontalPodAutoscaler/jetflow-worker": "autoscaling/v2",
 	}
 	got := map[string]object{}
