@@ -196,6 +196,12 @@ func (w *Worker) consume(ctx, work context.Context, stream, consumer string, lim
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The NATS node went away or paused; the iterator pulls
+				// again by itself once it is reachable. Not fatal.
+				w.log.Warn("missed heartbeats from NATS; still pulling", zap.String("consumer", consumer))
+				continue
+			}
 			return fmt.Errorf("consume %s: %w", consumer, err)
 		}
 		sem <- struct{}{}
