@@ -106,6 +106,18 @@ func (s *Store) LoadHistory(ctx context.Context, instanceID, executionID string)
 	}
 }
 
+// EpisodeCommitted reports whether episode n of a run is committed. It asks
+// the history stream's leader, so it sees every committed episode, where
+// LoadHistory and key gets may be answered by a replica that lags behind.
+func (s *Store) EpisodeCommitted(ctx context.Context, instanceID, executionID string, n uint64) (bool, error) {
+	subj := "$KV." + messages.HistoryBucket + "." + episodeKey(instanceID, executionID, n)
+	info, err := s.hstream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return false, fmt.Errorf("episode %d of %s: %w", n, instanceID, err)
+	}
+	return info.State.Subjects[subj] > 0, nil
+}
+
 // PurgeHistory deletes every episode of every run of an instance.
 func (s *Store) PurgeHistory(ctx context.Context, instanceID string) error {
 	subj := "$KV." + messages.HistoryBucket + "." + messages.Token(instanceID) + ".>"
@@ -140,6 +152,16 @@ func (s *Store) GetStatus(ctx context.Context, instanceID string) (*messages.Sta
 	}
 	s.known.set(e.Key(), e.Revision(), st.RuntimeStatus)
 	return st, e.Revision(), nil
+}
+
+// SawStatus tells the store that revision rev of instanceID's status
+// record has runtime status rs, as a message from its writer said, so that
+// PutStatus at that revision need not read it. A wrong hint costs a read:
+// the write is a compare-and-set on rev.
+func (s *Store) SawStatus(instanceID string, rev uint64, rs messages.RuntimeStatus) {
+	if rev != 0 && rs.Valid() {
+		s.known.set(messages.Token(instanceID), rev, rs)
+	}
 }
 
 // ErrStale is returned by PutStatus when a newer record is already stored.

@@ -79,6 +79,16 @@ func (t EventType) IsScheduling() bool {
 	return false
 }
 
+// IsCompletion reports whether t answers a scheduling event with the same
+// TaskID.
+func (t EventType) IsCompletion() bool {
+	switch t {
+	case EventTaskCompleted, EventTaskFailed, EventTimerFired, EventSubOrchestrationCompleted, EventSubOrchestrationFailed:
+		return true
+	}
+	return false
+}
+
 // RuntimeStatus is an orchestration's runtime status. The zero value is invalid.
 type RuntimeStatus uint8
 

@@ -35,3 +35,17 @@ func Process(ctx context.Context, w *Worker, work *messages.OrchestratorWork) er
 
 // CacheLen returns how many instances w keeps hot.
 func CacheLen(w *Worker) int { return w.cache.len() }
+
+// ErrNotYet is what processing returns for work to try again later.
+var ErrNotYet = errNotYet
+
+// SetHistoryLag makes w see every history it reads through f, as a lagging
+// replica would serve it; nil undoes it.
+func SetHistoryLag(w *Worker, f func(instanceID string, history []messages.Event) []messages.Event) {
+	w.lag = f
+}
+
+// ProcessDelivered is Process for a message delivered n times.
+func ProcessDelivered(ctx context.Context, w *Worker, work *messages.OrchestratorWork, n uint64) error {
+	return w.processEpisode(ctx, work, &episodeInfo{delivered: n})
+}

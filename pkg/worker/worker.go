@@ -69,6 +69,9 @@ type Worker struct {
 	// an error it returns is handled like a crash at that point: the
 	// instance is dropped from memory and the work is not acknowledged.
 	hook func(stage hookStage, instanceID, executionID string, episode uint64) error
+	// lag, if set (only by tests), edits every history read, as a replica
+	// that lags behind the stream's leader would serve it.
+	lag func(instanceID string, history []messages.Event) []messages.Event
 	// historyLoads counts history reads; conflicts counts episodes another
 	// worker committed first.
 	historyLoads atomic.Int64
@@ -215,7 +218,7 @@ func (w *Worker) consume(ctx, work context.Context, stream, consumer string, lim
 
 var (
 	errConflict = errors.New("episode conflict")
-	errNotYet   = errors.New("instance not started yet")
+	errNotYet   = errors.New("history does not show what the work needs yet; try again later")
 	// errStaleCache asks for the step to be tried again from history.
 	errStaleCache = errors.New("cached instance may be stale")
 )
@@ -227,7 +230,10 @@ func (w *Worker) handleOrchestrator(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	w.countRedelivery(msg, messages.OrchestratorStream)
-	var info episodeInfo
+	info := episodeInfo{delivered: 1}
+	if md, err := msg.Metadata(); err == nil {
+		info.delivered = md.NumDelivered
+	}
 	err = w.processEpisode(telemetry.Extract(ctx, msg.Headers()), work, &info)
 	switch {
 	case err == nil:
@@ -255,8 +261,9 @@ func (w *Worker) countRedelivery(msg jetstream.Msg, stream string) {
 // episodeInfo is what processing one work item learnt about its episode,
 // for logs and metrics.
 type episodeInfo struct {
-	name    string // the orchestrator's name, once known
-	episode uint64 // the episode's number, once known
+	delivered uint64 // how many times the work message was delivered (1 the first time)
+	name      string // the orchestrator's name, once known
+	episode   uint64 // the episode's number, once known
 }
 
 // fields returns the log fields of the instance and episode.
@@ -391,6 +398,12 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 	}
 	if len(ep.Events) == 0 {
 		// Everything in the work item is already in history: a redelivery.
+		// Unless the history read is behind: then the work answers an
+		// action history does not show yet, and must wait for it.
+		if err := w.checkBehind(ctx, e, history, incoming, info); err != nil {
+			e.inst.Close()
+			return false, err
+		}
 		// Make sure the episode that applied it sent what it still owes,
 		// and repair the status.
 		info.episode = e.inst.Episodes()
@@ -416,6 +429,52 @@ func (w *Worker) step(ctx context.Context, work *messages.OrchestratorWork, atte
 		return false, err
 	}
 	return true, nil
+}
+
+// unexplainedRetries is how many deliveries work that answers an action
+// unknown to history gets before it is dropped as garbage, when the
+// history stream's leader confirms there is nothing more to read.
+const unexplainedRetries = 3
+
+// checkBehind is called when a work item changes nothing in the run that
+// history shows. That is a redelivery, unless the item answers an action
+// (a completion whose task history has not scheduled) of a run that has
+// not finished: then the history read, which a lagging replica may serve
+// after a NATS fault, may be behind. It returns errNotYet, to try again
+// later, while the history stream's leader holds a later episode, and for
+// the first unexplainedRetries deliveries; after that the item is garbage
+// and is dropped with a warning.
+func (w *Worker) checkBehind(ctx context.Context, e *entry, history, incoming []messages.Event, info *episodeInfo) error {
+	if e.inst.Final() != nil {
+		return nil
+	}
+	scheduled := map[int32]bool{}
+	for i := range history {
+		if history[i].Type.IsScheduling() {
+			scheduled[history[i].TaskID] = true
+		}
+	}
+	var unknown *messages.Event
+	for i := range incoming {
+		if incoming[i].Type.IsCompletion() && !scheduled[incoming[i].TaskID] {
+			unknown = &incoming[i]
+			break
+		}
+	}
+	if unknown == nil {
+		return nil
+	}
+	next := e.inst.Episodes() + 1
+	behind, err := w.store.EpisodeCommitted(ctx, e.id, e.inst.ExecutionID(), next)
+	if err != nil {
+		return err
+	}
+	if behind || info.delivered < unexplainedRetries {
+		return errNotYet
+	}
+	w.log.Warn("work answers an action its run never scheduled; dropped", info.fields(e.id,
+		zap.String("event", unknown.Type.String()), zap.Int32("taskId", unknown.TaskID), zap.Uint64("deliveries", info.delivered))...)
+	return nil
 }
 
 // keep puts an entry back in the cache with the trace context of the
@@ -500,6 +559,9 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			if history, _, err = w.store.LoadHistory(ctx, id, exec); err != nil {
 				return nil, nil, nil, err
 			}
+			if w.lag != nil {
+				history = w.lag(id, history)
+			}
 		}
 		if len(history) == 0 && !isStart {
 			if hop > 0 {
@@ -522,6 +584,12 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		}
 		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.With(zap.String("instanceId", id), zap.String("orchestrator", name))})
 		e := &entry{id: id, inst: inst}
+		if isStart && len(history) == 0 && work.StatusRev != 0 {
+			// The dispatcher's Pending record: the first status write
+			// replaces it without reading it.
+			e.statusRev = work.StatusRev
+			w.store.SawStatus(id, work.StatusRev, messages.StatusPending)
+		}
 		if err := w.replay(ctx, inst, name, history); err != nil {
 			inst.Close()
 			var nd *replay.NonDeterminismError
@@ -577,13 +645,19 @@ func (w *Worker) replay(ctx context.Context, inst *replay.Instance, name string,
 // otherwise the run was purged or replaced and the work is dropped.
 func (w *Worker) staleOrEarly(ctx context.Context, id, exec string) error {
 	st, _, err := w.store.GetStatus(ctx, id)
-	if errors.Is(err, jetstore.ErrNotFound) {
-		return nil
+	if err != nil && !errors.Is(err, jetstore.ErrNotFound) {
+		return err
 	}
+	if err == nil && st.ExecutionID == exec && !st.RuntimeStatus.Terminal() {
+		return errNotYet
+	}
+	// Before dropping the work, make sure the history read was not
+	// served by a replica that lags behind the run's first episode.
+	started, err := w.store.EpisodeCommitted(ctx, id, exec, 1)
 	if err != nil {
 		return err
 	}
-	if st.ExecutionID == exec && !st.RuntimeStatus.Terminal() {
+	if started {
 		return errNotYet
 	}
 	return nil
