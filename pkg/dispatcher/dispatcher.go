@@ -61,7 +61,15 @@ type Dispatcher struct {
 	log     *zap.Logger
 	metrics *telemetry.Metrics
 	tracer  trace.Tracer
+	// registered holds orchestrator names found in the registry, with
+	// when: a start of a name seen within registeredFor skips the read.
+	registered sync.Map // string → time.Time
 }
+
+// registeredFor is how long a name found in the registry is trusted.
+// Registry entries do not expire, so this only bounds how long a removed
+// entry would still be believed.
+const registeredFor = 30 * time.Second
 
 // New provisions the streams and buckets and returns a Dispatcher.
 func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts Options) (*Dispatcher, error) {
@@ -302,7 +310,7 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	case messages.CmdRestart:
 		return d.restart(ctx, c)
 	}
-	st, _, err := d.store.GetStatus(ctx, c.InstanceID)
+	st, rev, err := d.store.GetStatus(ctx, c.InstanceID)
 	if errors.Is(err, jetstore.ErrNotFound) {
 		return "", fail(messages.CodeNotFound, "instance %q not found", c.InstanceID)
 	}
@@ -322,7 +330,7 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	}
 	if st.RuntimeStatus == messages.StatusPending {
 		// The work below waits for the start: make sure it was published.
-		if err := d.publishStart(ctx, st); err != nil {
+		if err := d.publishStart(ctx, st, rev); err != nil {
 			return "", err
 		}
 	}
@@ -373,12 +381,8 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 	if err := messages.ValidateName(c.Name); err != nil {
 		return fail(messages.CodeBadRequest, "orchestrator %v", err)
 	}
-	ok, err := d.store.Registered(ctx, jetstore.KindOrchestrator, c.Name)
-	if err != nil {
+	if err := d.checkRegistered(ctx, c.Name); err != nil {
 		return err
-	}
-	if !ok {
-		return fail(messages.CodeBadRequest, "orchestrator %q is not registered by any worker", c.Name)
 	}
 	input := c.Input
 	if len(input) == 0 {
@@ -400,7 +404,7 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 			// so that the instance is never stuck. The message ID makes
 			// this idempotent. A start of the same thing succeeds; of
 			// anything else, the ID is taken.
-			if err := d.publishStart(ctx, cur); err != nil {
+			if err := d.publishStart(ctx, cur, rev); err != nil {
 				return err
 			}
 			if cur.Name == c.Name && string(cur.Input) == string(input) {
@@ -410,18 +414,37 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 		case !cur.RuntimeStatus.Terminal():
 			return fail(messages.CodeConflict, "instance %q already exists and is %s", c.InstanceID, cur.RuntimeStatus)
 		}
-		if _, err := d.store.CreateStatus(ctx, st, rev); errors.Is(err, jetstore.ErrConflict) {
+		nrev, err := d.store.CreateStatus(ctx, st, rev)
+		if errors.Is(err, jetstore.ErrConflict) {
 			continue
 		} else if err != nil {
 			return err
 		}
-		return d.publishStart(ctx, st)
+		return d.publishStart(ctx, st, nrev)
 	}
 	return fail(messages.CodeConflict, "instance %q is being started concurrently", c.InstanceID)
 }
 
-func (d *Dispatcher) publishStart(ctx context.Context, st *messages.Status) error {
-	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID,
+// checkRegistered fails unless some worker has registered orchestrator name.
+func (d *Dispatcher) checkRegistered(ctx context.Context, name string) error {
+	if at, ok := d.registered.Load(name); ok && d.opts.Now().Sub(at.(time.Time)) < registeredFor {
+		return nil
+	}
+	ok, err := d.store.Registered(ctx, jetstore.KindOrchestrator, name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fail(messages.CodeBadRequest, "orchestrator %q is not registered by any worker", name)
+	}
+	d.registered.Store(name, d.opts.Now())
+	return nil
+}
+
+// publishStart publishes the start of the run of st, whose Pending record
+// has revision rev.
+func (d *Dispatcher) publishStart(ctx context.Context, st *messages.Status, rev uint64) error {
+	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID, StatusRev: rev,
 		Events: []messages.Event{{Type: messages.EventExecutionStarted, Timestamp: st.CreatedAt, Name: st.Name,
 			Input: st.Input, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID}}}
 	return d.publishWork(ctx, &w, "start:"+st.InstanceID+":"+st.ExecutionID)

@@ -16,6 +16,11 @@ type OrchestratorWork struct {
 	// instance's current run.
 	ExecutionID string  `msgpack:"exec,omitempty"`
 	Events      []Event `msgpack:"ev"`
+	// StatusRev, on a start, is the revision of the Pending status record
+	// the dispatcher wrote for the run, so that the worker's first status
+	// write can replace it without reading it. It is a hint: a stale one
+	// costs a read.
+	StatusRev uint64 `msgpack:"srev,omitempty"`
 }
 
 // ActivityTask asks a worker to run one attempt of an activity.
