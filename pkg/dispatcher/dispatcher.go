@@ -444,7 +444,8 @@ func (d *Dispatcher) checkRegistered(ctx context.Context, name string) error {
 // publishStart publishes the start of the run of st, whose Pending record
 // has revision rev.
 func (d *Dispatcher) publishStart(ctx context.Context, st *messages.Status, rev uint64) error {
-	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID, StatusRev: rev,
+	h := d.store.Hint(st.InstanceID, rev)
+	w := messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID, StatusRev: rev, IndexRev: h.IndexRev,
 		Events: []messages.Event{{Type: messages.EventExecutionStarted, Timestamp: st.CreatedAt, Name: st.Name,
 			Input: st.Input, InstanceID: st.InstanceID, ExecutionID: st.ExecutionID}}}
 	return d.publishWork(ctx, &w, "start:"+st.InstanceID+":"+st.ExecutionID)

@@ -91,33 +91,41 @@ type indexEntry struct {
 }
 
 // putIndex does step 1 for a record st replacing one in status prev
-// (StatusInvalid for none): it puts the key of st's status, unless prev is
-// the same, and returns the revision of the key of prev (0 if none).
-func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages.RuntimeStatus) (uint64, error) {
+// (StatusInvalid for none), whose key in the bucket of prev has revision
+// prevKey if known (0 if not). It puts the key of st's status, unless prev
+// is the same, and returns the revision of that key (prevKey if it is the
+// same status) and the revision of the key of prev to drop at step 3 (0 if
+// none), which it reads unless prevKey gives it.
+func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages.RuntimeStatus, prevKey uint64) (key, old uint64, err error) {
 	to := s.index[st.RuntimeStatus]
-	if prev == st.RuntimeStatus || to == nil {
-		return 0, nil
+	if prev == st.RuntimeStatus {
+		return prevKey, 0, nil
+	}
+	if to == nil {
+		return 0, 0, nil
 	}
 	tok := messages.Token(st.InstanceID)
 	b, err := msgpack.Marshal(&indexEntry{CreatedAt: st.CreatedAt, Name: st.Name})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if _, err := to.kv.Put(ctx, tok, b); err != nil {
-		return 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
+	if key, err = to.kv.Put(ctx, tok, b); err != nil {
+		return 0, 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
 	}
 	from := s.index[prev]
-	if from == nil {
-		return 0, nil
+	if from == nil || prevKey != 0 {
+		// A known revision may be older than the key's latest: step 3
+		// then keeps a later version, which List checks like any other.
+		return key, prevKey, nil
 	}
 	e, err := from.kv.Get(ctx, tok)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
+		return key, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
+		return 0, 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
 	}
-	return e.Revision(), nil
+	return key, e.Revision(), nil
 }
 
 // dropIndex does step 3: it removes versions up to rev of the key of the
@@ -164,7 +172,7 @@ func (s *Store) Reindex(ctx context.Context) error {
 			if err != nil {
 				continue
 			}
-			if _, err := s.putIndex(ctx, st, messages.StatusInvalid); err != nil {
+			if _, _, err := s.putIndex(ctx, st, messages.StatusInvalid, 0); err != nil {
 				return err
 			}
 		}
@@ -533,9 +541,11 @@ func (s *Store) PurgeInstances(ctx context.Context, f ListFilter) (int, error) {
 }
 
 // knownStatuses remembers the runtime status of recent status record
-// revisions this Store wrote or read, so that a status write knows the
-// status it replaces without reading it. A revision names one version of
-// one record, so an entry is never wrong, only missing.
+// revisions this Store wrote or read, and the revision of the record's key
+// in the index bucket of that status when known, so that a status write
+// knows the status it replaces, and the index key to drop, without
+// reading them. A revision names one version of one record, so an entry is
+// never wrong, only missing.
 type knownStatuses struct {
 	mu    sync.Mutex
 	max   int
@@ -543,44 +553,58 @@ type knownStatuses struct {
 	items map[string]*list.Element
 }
 
+// knownStatus is what is known of revision rev of the record of tok.
 type knownStatus struct {
-	tok    string
-	rev    uint64
-	status messages.RuntimeStatus
+	tok string
+	StatusHint
+}
+
+// StatusHint is what a writer of a status record knows of it, to pass to
+// the next writer (SawStatus): its revision, its runtime status, and the
+// revision of its key in the listing index (0 if unknown).
+type StatusHint struct {
+	Rev      uint64
+	Status   messages.RuntimeStatus
+	IndexRev uint64
 }
 
 func newKnownStatuses(max int) *knownStatuses {
 	return &knownStatuses{max: max, ll: list.New(), items: map[string]*list.Element{}}
 }
 
-// get returns the status of revision rev of the record of tok, if known.
-func (k *knownStatuses) get(tok string, rev uint64) (messages.RuntimeStatus, bool) {
+// get returns what is known of revision rev of the record of tok.
+func (k *knownStatuses) get(tok string, rev uint64) (StatusHint, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	el, ok := k.items[tok]
 	if !ok {
-		return messages.StatusInvalid, false
+		return StatusHint{}, false
 	}
 	ks := el.Value.(*knownStatus)
-	if ks.rev != rev {
-		return messages.StatusInvalid, false
+	if ks.Rev != rev {
+		return StatusHint{}, false
 	}
 	k.ll.MoveToFront(el)
-	return ks.status, true
+	return ks.StatusHint, true
 }
 
-func (k *knownStatuses) set(tok string, rev uint64, status messages.RuntimeStatus) {
+// set records h of revision h.Rev of the record of tok. An index revision
+// already known for the same record revision is kept if h has none.
+func (k *knownStatuses) set(tok string, h StatusHint) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if el, ok := k.items[tok]; ok {
 		ks := el.Value.(*knownStatus)
-		if rev >= ks.rev {
-			ks.rev, ks.status = rev, status
+		switch {
+		case h.Rev > ks.Rev:
+			ks.StatusHint = h
+		case h.Rev == ks.Rev && h.IndexRev != 0:
+			ks.IndexRev = h.IndexRev
 		}
 		k.ll.MoveToFront(el)
 		return
 	}
-	k.items[tok] = k.ll.PushFront(&knownStatus{tok: tok, rev: rev, status: status})
+	k.items[tok] = k.ll.PushFront(&knownStatus{tok: tok, StatusHint: h})
 	for k.ll.Len() > k.max {
 		el := k.ll.Back()
 		k.ll.Remove(el)

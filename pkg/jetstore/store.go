@@ -150,18 +150,25 @@ func (s *Store) GetStatus(ctx context.Context, instanceID string) (*messages.Sta
 	if err != nil {
 		return nil, 0, fmt.Errorf("status of %s: %w", instanceID, err)
 	}
-	s.known.set(e.Key(), e.Revision(), st.RuntimeStatus)
+	s.known.set(e.Key(), StatusHint{Rev: e.Revision(), Status: st.RuntimeStatus})
 	return st, e.Revision(), nil
 }
 
-// SawStatus tells the store that revision rev of instanceID's status
-// record has runtime status rs, as a message from its writer said, so that
-// PutStatus at that revision need not read it. A wrong hint costs a read:
-// the write is a compare-and-set on rev.
-func (s *Store) SawStatus(instanceID string, rev uint64, rs messages.RuntimeStatus) {
-	if rev != 0 && rs.Valid() {
-		s.known.set(messages.Token(instanceID), rev, rs)
+// SawStatus tells the store what a message from the writer of a status
+// record said of it (Hint), so that PutStatus at that revision need not
+// read it. A wrong hint costs a read: the write is a compare-and-set on
+// the revision.
+func (s *Store) SawStatus(instanceID string, h StatusHint) {
+	if h.Rev != 0 && h.Status.Valid() {
+		s.known.set(messages.Token(instanceID), h)
 	}
+}
+
+// Hint returns what this Store knows of revision rev of instanceID's
+// status record, for the next writer (SawStatus).
+func (s *Store) Hint(instanceID string, rev uint64) StatusHint {
+	h, _ := s.known.get(messages.Token(instanceID), rev)
+	return h
 }
 
 // ErrStale is returned by PutStatus when a newer record is already stored.
@@ -182,9 +189,9 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 	key := messages.Token(st.InstanceID)
 	for attempt := 0; attempt < 10; attempt++ {
 		// The status of the record this write replaces (none for a Create).
-		prev := messages.StatusInvalid
+		var prev StatusHint // of the record this write replaces (none for a Create)
 		if rev != 0 {
-			p, ok := s.known.get(key, rev)
+			h, ok := s.known.get(key, rev)
 			if !ok {
 				cur, crev, err := s.GetStatus(ctx, st.InstanceID)
 				switch {
@@ -197,9 +204,9 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 				if crev != rev && newer(cur, st) {
 					return crev, ErrStale
 				}
-				rev, p = crev, cur.RuntimeStatus
+				rev, h = crev, StatusHint{Rev: crev, Status: cur.RuntimeStatus}
 			}
-			prev = p
+			prev = h
 		}
 		nrev, err := s.writeRecord(ctx, key, b, st, rev, prev)
 		if err == nil {
@@ -248,9 +255,9 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 		return 0, err
 	}
 	key := messages.Token(st.InstanceID)
-	prev := messages.StatusInvalid
+	var prev StatusHint
 	if rev != 0 {
-		p, ok := s.known.get(key, rev)
+		h, ok := s.known.get(key, rev)
 		if !ok {
 			cur, crev, err := s.GetStatus(ctx, st.InstanceID)
 			if errors.Is(err, ErrNotFound) {
@@ -262,9 +269,9 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 			if crev != rev {
 				return 0, ErrConflict
 			}
-			p = cur.RuntimeStatus
+			h = StatusHint{Rev: crev, Status: cur.RuntimeStatus}
 		}
-		prev = p
+		prev = h
 	}
 	nrev, err := s.writeRecord(ctx, key, b, st, rev, prev)
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -277,11 +284,11 @@ func (s *Store) CreateStatus(ctx context.Context, st *messages.Status, rev uint6
 }
 
 // writeRecord writes the encoded record b of st at revision rev (a Create
-// when 0): it puts st's index key first, so that the instance is never
-// missing from the index, and drops the key of prev, the status of the
-// record it replaced, once the record is written.
-func (s *Store) writeRecord(ctx context.Context, key string, b []byte, st *messages.Status, rev uint64, prev messages.RuntimeStatus) (uint64, error) {
-	old, err := s.putIndex(ctx, st, prev)
+// when 0), replacing the record prev tells of (zero for none): it puts
+// st's index key first, so that the instance is never missing from the
+// index, and drops the key of prev's status once the record is written.
+func (s *Store) writeRecord(ctx context.Context, key string, b []byte, st *messages.Status, rev uint64, prev StatusHint) (uint64, error) {
+	indexRev, old, err := s.putIndex(ctx, st, prev.Status, prev.IndexRev)
 	if err != nil {
 		return 0, err
 	}
@@ -294,8 +301,8 @@ func (s *Store) writeRecord(ctx context.Context, key string, b []byte, st *messa
 	if err != nil {
 		return 0, err
 	}
-	s.known.set(key, nrev, st.RuntimeStatus)
-	s.dropIndex(ctx, key, prev, st.RuntimeStatus, old)
+	s.known.set(key, StatusHint{Rev: nrev, Status: st.RuntimeStatus, IndexRev: indexRev})
+	s.dropIndex(ctx, key, prev.Status, st.RuntimeStatus, old)
 	return nrev, nil
 }
 

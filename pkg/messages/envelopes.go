@@ -17,10 +17,12 @@ type OrchestratorWork struct {
 	ExecutionID string  `msgpack:"exec,omitempty"`
 	Events      []Event `msgpack:"ev"`
 	// StatusRev, on a start, is the revision of the Pending status record
-	// the dispatcher wrote for the run, so that the worker's first status
-	// write can replace it without reading it. It is a hint: a stale one
+	// the dispatcher wrote for the run, and IndexRev that of its key in
+	// the listing index, so that the worker's first status write can
+	// replace them without reading them. They are hints: a stale one
 	// costs a read.
 	StatusRev uint64 `msgpack:"srev,omitempty"`
+	IndexRev  uint64 `msgpack:"irev,omitempty"`
 }
 
 // ActivityTask asks a worker to run one attempt of an activity.

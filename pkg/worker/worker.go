@@ -588,7 +588,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 			// The dispatcher's Pending record: the first status write
 			// replaces it without reading it.
 			e.statusRev = work.StatusRev
-			w.store.SawStatus(id, work.StatusRev, messages.StatusPending)
+			w.store.SawStatus(id, jetstore.StatusHint{Rev: work.StatusRev, Status: messages.StatusPending, IndexRev: work.IndexRev})
 		}
 		if err := w.replay(ctx, inst, name, history); err != nil {
 			inst.Close()
