@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,21 +27,6 @@ import (
 // loadRate is the starts per second of the background load in the tests
 // that need one; modest, for a 2-core machine.
 const loadRate = 4
-
-// knownEngineBug skips t for an engine bug the lead has to fix, unless
-// JETFLOW_RUN_KNOWN_BUGS=1.
-func knownEngineBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("JETFLOW_RUN_KNOWN_BUGS") != "1" {
-		t.Skip("known engine bug: " + bug + " (JETFLOW_RUN_KNOWN_BUGS=1 runs the test anyway)")
-	}
-}
-
-// consumeStopsOnMissedHeartbeat is the engine bug that NATS node faults hit.
-const consumeStopsOnMissedHeartbeat = "pkg/worker consume() returns on jetstream.ErrNoHeartbeat, " +
-	"which MessagesContext.Next reports (not fatal) when the worker's NATS node dies, pauses or is cut off; " +
-	"the worker's orchestrator or activity loop then stops for good while the process stays up and /readyz says ready, " +
-	"so instances stall until the worker restarts (and it then exits 1)"
 
 // workerHolds is how many activity tasks one worker can hold at once:
 // those running and as many again pulled and waiting.
@@ -110,7 +94,7 @@ func TestWorkerKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	atKill := done()
-	t.Logf("SIGKILL %s with %d of %d instances completed", victim.name, atKill, n)
+	t.Logf("SIGKILL %s at %s with %d of %d instances completed", victim.name, killAt.Format("15:04:05.000"), atKill, n)
 	if atKill >= n {
 		t.Fatalf("every instance completed before the kill; the test did not exercise a crash")
 	}
@@ -214,7 +198,6 @@ func TestDispatcherKillTimersPending(t *testing.T) {
 // stream with SIGKILL and restarts it, then pauses another node for 30 s,
 // all under a steady load of E1_HelloSequence instances.
 func TestNATSLeaderKillAndPause(t *testing.T) {
-	knownEngineBug(t, consumeStopsOnMissedHeartbeat)
 	tp := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
@@ -338,7 +321,6 @@ func TestRollingRestart(t *testing.T) {
 // TestNATSNodeCutOff disconnects the NATS node leading the activity
 // stream from the network for 15 s under a steady load, then reconnects it.
 func TestNATSNodeCutOff(t *testing.T) {
-	knownEngineBug(t, consumeStopsOnMissedHeartbeat)
 	tp := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()

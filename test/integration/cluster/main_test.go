@@ -16,12 +16,10 @@
 // Environment:
 //   - JETFLOW_REQUIRE_DOCKER=1: fail instead of skipping without Docker.
 //   - JETFLOW_KEEP_CLUSTER=1: leave the topology running at the end, for a
-//     post-mortem (docker ps --filter label=jetflow.test=cluster); remove it
-//     with docker rm -f -v and docker network rm.
+//     post-mortem; the test prints how to remove it. Its containers carry
+//     the label jetflow.test.run, unique to the run.
 //   - JETFLOW_CLUSTER_SRC=dir: build the jetflow binaries from another
 //     checkout of the module.
-//   - JETFLOW_RUN_KNOWN_BUGS=1: run the fault tests that are skipped for a
-//     known engine bug.
 package cluster
 
 import (
@@ -63,9 +61,9 @@ func TestMain(m *testing.M) {
 	dockerErr = probeDocker()
 	code := m.Run()
 	if os.Getenv("JETFLOW_KEEP_CLUSTER") == "1" && topo != nil {
-		// For a post-mortem: docker ps --filter label=jetflow.test=cluster
-		fmt.Fprintf(os.Stderr, "cluster: JETFLOW_KEEP_CLUSTER=1, leaving the topology running (network %s; NATS on 127.0.0.1 ports %d, %d, %d)\n",
-			topo.net.Name, topo.nats[0].port, topo.nats[1].port, topo.nats[2].port)
+		fmt.Fprintf(os.Stderr, "cluster: JETFLOW_KEEP_CLUSTER=1, leaving the topology running: NATS on 127.0.0.1 ports %d, %d, %d; remove it with\n"+
+			"  docker rm -f -v $(docker ps -aq --filter label=jetflow.test.run=%s); docker network rm %s\n",
+			topo.nats[0].port, topo.nats[1].port, topo.nats[2].port, runID, topo.net.Name)
 	} else {
 		shutdownTopology()
 	}

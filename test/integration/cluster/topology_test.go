@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,6 +72,9 @@ type topology struct {
 var (
 	topoMu sync.Mutex
 	topo   *topology
+	// runID labels this run's containers and network (jetflow.test.run),
+	// apart from those of a run going on at the same time.
+	runID = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().Unix())
 )
 
 // cluster returns the shared topology, healthy, starting it on first use.
@@ -137,7 +141,7 @@ func startTopology(t *testing.T) (*topology, error) {
 		return nil, err
 	}
 	tp := &topology{docker: docker}
-	tp.net, err = tcnetwork.New(ctx, tcnetwork.WithLabels(map[string]string{"jetflow.test": "cluster"}))
+	tp.net, err = tcnetwork.New(ctx, tcnetwork.WithLabels(map[string]string{"jetflow.test": "cluster", "jetflow.test.run": runID}))
 	if err != nil {
 		return tp, fmt.Errorf("network: %w", err)
 	}
@@ -240,7 +244,7 @@ func (tp *topology) create(ctx context.Context, n *node) error {
 	req := testcontainers.ContainerRequest{
 		Networks:       []string{tp.net.Name},
 		NetworkAliases: map[string][]string{tp.net.Name: {n.name}},
-		Labels:         map[string]string{"jetflow.test": "cluster", "jetflow.node": n.name},
+		Labels:         map[string]string{"jetflow.test": "cluster", "jetflow.test.run": runID, "jetflow.node": n.name},
 	}
 	common := []string{"--server", natsServers, "-ping-interval", "1s", "-log-level", "info"}
 	switch n.kind {
@@ -570,11 +574,25 @@ func (tp *topology) health(ctx context.Context) error {
 	return nil
 }
 
+// waitHealthy waits until the topology is healthy twice in a row, two
+// seconds apart: a node just unpaused may still believe itself leader of
+// streams it lost, and answer for a moment as if all were well.
 func (tp *topology) waitHealthy(ctx context.Context) error {
+	var since time.Time
 	return retry(ctx, 500*time.Millisecond, func(ctx context.Context) error {
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		return tp.health(c)
+		if err := tp.health(c); err != nil {
+			since = time.Time{}
+			return err
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since) < 2*time.Second {
+			return errors.New("healthy, not yet for 2 s")
+		}
+		return nil
 	})
 }
 

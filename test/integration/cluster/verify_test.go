@@ -86,43 +86,83 @@ func (tp *topology) startOnce(ctx context.Context, e expect, id string) error {
 // happened; a missing one means it did not, and it is sent again, as is
 // the start of an instance still Pending after a while (the dispatcher
 // re-publishes a Pending start under its original message ID). It returns
-// how many starts it sent.
+// how many starts it sent, and fails t if an instance cannot be started.
 func (tp *topology) ensureStarted(t *testing.T, e expect, ids []string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Longer than the streams' 2-minute duplicate window, so that a start
+	// the window swallows is told apart from one that never works.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sent := 0
+	var (
+		mu   sync.Mutex
+		sent int
+		bad  []string
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 16)
+	)
 	for _, id := range ids {
-		pendingSince := time.Time{}
-		for {
-			c, cancelReq := context.WithTimeout(ctx, 5*time.Second)
-			st, err := tp.leaderStatus(c, id)
-			cancelReq()
-			if ctx.Err() != nil {
-				t.Fatalf("%s: no start confirmed: %v (last: %v)", id, ctx.Err(), err)
-			}
-			resend := false
-			switch {
-			case err == nil && st.RuntimeStatus != messages.StatusPending:
-				goto next
-			case err == nil:
-				if pendingSince.IsZero() {
-					pendingSince = time.Now()
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			began := time.Now()
+			var pendingSince time.Time
+			resent := 0
+			errs := map[string]int{}
+			for {
+				c, cancelReq := context.WithTimeout(ctx, 5*time.Second)
+				// Any replica's record past Pending settles it; only
+				// "none" or "Pending" needs the leader's word.
+				st, _, err := tp.store.GetStatus(c, id)
+				if err != nil || st.RuntimeStatus == messages.StatusPending {
+					st, err = tp.leaderStatus(c, id)
 				}
-				resend = time.Since(pendingSince) > 10*time.Second
-			case errors.Is(err, jfclient.ErrNotFound):
-				resend = true
-			}
-			if resend {
-				sent++
-				pendingSince = time.Time{}
-				if err := tp.startOnce(ctx, e, id); err != nil {
-					t.Logf("%s: start sent again: %v", id, err)
+				cancelReq()
+				if err != nil && !errors.Is(err, jfclient.ErrNotFound) {
+					errs[err.Error()]++
 				}
+				if ctx.Err() != nil {
+					mu.Lock()
+					bad = append(bad, fmt.Sprintf("%s: not started after %s and %d starts sent (read errors %v)", id, time.Since(began).Round(time.Second), resent, errs))
+					mu.Unlock()
+					return
+				}
+				resend := false
+				switch {
+				case err == nil && st.RuntimeStatus != messages.StatusPending:
+					if d := time.Since(began); d > 20*time.Second {
+						t.Logf("%s: started only after %s and %d starts sent again", id, d.Round(time.Second), resent)
+					}
+					return
+				case err == nil:
+					if pendingSince.IsZero() {
+						pendingSince = time.Now()
+					}
+					resend = time.Since(pendingSince) > 5*time.Second
+				case errors.Is(err, jfclient.ErrNotFound):
+					resend = true
+				}
+				if resend {
+					resent++
+					pendingSince = time.Time{}
+					if err := tp.startOnce(ctx, e, id); err != nil {
+						errs["start: "+err.Error()]++
+					}
+					mu.Lock()
+					sent++
+					mu.Unlock()
+				}
+				time.Sleep(300 * time.Millisecond)
 			}
-			time.Sleep(300 * time.Millisecond)
+		}()
+	}
+	wg.Wait()
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		for _, id := range firstN(bad, 3) {
+			tp.describe(t, strings.SplitN(id, ":", 2)[0])
 		}
-	next:
+		t.Fatalf("%d instances could not be started:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
 	return sent
 }
@@ -249,7 +289,7 @@ func (l *load) finish(t *testing.T, tp *topology) []string {
 	sort.Strings(l.ids)
 	if len(l.failed) > 0 {
 		sent := tp.ensureStarted(t, l.e, l.failed)
-		t.Logf("%d starts issued; %d failed during the fault (%v); %d of those had not happened and were sent again",
+		t.Logf("%d starts issued; %d failed during the fault (%v); %d starts sent again for those not yet started",
 			len(l.ids), len(l.failed), l.errs, sent)
 	} else {
 		t.Logf("%d starts issued, none failed", len(l.ids))
@@ -338,7 +378,8 @@ func firstN(s []string, n int) []string {
 	return s
 }
 
-// describe logs an instance's status and history, for a failure report.
+// describe logs an instance's status and history, and what the work
+// streams hold for it, for a failure report.
 func (tp *topology) describe(t *testing.T, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -348,7 +389,8 @@ func (tp *topology) describe(t *testing.T, id string) {
 		t.Logf("%s: status: %v", id, err)
 		return
 	}
-	t.Logf("%s: %s exec %s episode %d output %s custom %s failure %+v", id, st.RuntimeStatus, st.ExecutionID, st.Episode, st.Output, st.CustomStatus, st.Failure)
+	t.Logf("%s: %s exec %s episode %d output %s custom %s failure %+v, created %s, updated %s", id, st.RuntimeStatus, st.ExecutionID, st.Episode,
+		st.Output, st.CustomStatus, st.Failure, st.CreatedAt.Format("15:04:05.000"), st.LastUpdatedAt.Format("15:04:05.000"))
 	h, _, err := tp.store.LoadHistory(ctx, id, st.ExecutionID)
 	if err != nil {
 		t.Logf("%s: history: %v", id, err)
@@ -357,11 +399,58 @@ func (tp *topology) describe(t *testing.T, id string) {
 	var b strings.Builder
 	for _, e := range h {
 		fmt.Fprintf(&b, " %s", e.Type)
-		if e.Type.IsScheduling() || e.Type == messages.EventTaskCompleted || e.Type == messages.EventTaskFailed || e.Type == messages.EventTimerFired {
+		switch {
+		case e.Type == messages.EventOrchestratorStarted:
+			fmt.Fprintf(&b, "@%s", e.Timestamp.Format("15:04:05.000"))
+		case e.Type.IsScheduling() || e.Type == messages.EventTaskCompleted || e.Type == messages.EventTaskFailed || e.Type == messages.EventTimerFired:
 			fmt.Fprintf(&b, "#%d", e.TaskID)
 		}
 	}
 	t.Logf("%s: history:%s", id, b.String())
+	for _, sub := range []struct{ stream, subject string }{
+		{messages.ActivityStream, messages.ActivitySubject(id)},
+		{messages.OrchestratorStream, messages.OrchestratorSubject(id)},
+		{messages.DelayStream, messages.DelaySubject(id)},
+	} {
+		s, err := tp.js.Stream(ctx, sub.stream)
+		if err != nil {
+			continue
+		}
+		if m, err := s.GetLastMsgForSubject(ctx, sub.subject); err == nil {
+			t.Logf("%s: %s still holds seq %d on %s, stored %s, id %s", id, sub.stream, m.Sequence, m.Subject, m.Time.Format("15:04:05.000"), m.Header.Get("Nats-Msg-Id"))
+		} else {
+			t.Logf("%s: %s holds nothing on %s (%v)", id, sub.stream, sub.subject, err)
+		}
+	}
+	for _, name := range []string{messages.DeadLetterStream, messages.AdvisoryStream} {
+		if s, err := tp.js.Stream(ctx, name); err == nil {
+			if info, err := s.Info(ctx); err == nil {
+				t.Logf("%s: %d messages", name, info.State.Msgs)
+			}
+		}
+	}
+	for cons, stream := range jetflowConsumers {
+		if c, err := tp.js.Consumer(ctx, stream, cons); err == nil {
+			if ci, err := c.Info(ctx); err == nil {
+				t.Logf("consumer %s: delivered %d (stream seq %d), ack floor %d, pending %d, unacked %d, redelivered %d, waiting pulls %d",
+					cons, ci.Delivered.Consumer, ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting)
+			}
+		}
+	}
+	for _, n := range append(append([]*node{}, tp.workers...), tp.dispatchers...) {
+		b, err := tp.logs(ctx, n)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, id) {
+				if len(line) > 400 {
+					line = line[:400]
+				}
+				t.Logf("%s log: %s", n.name, line)
+			}
+		}
+	}
 }
 
 // verify checks every instance finished as e says: Completed, with e's
