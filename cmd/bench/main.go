@@ -106,6 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.LongSteps, "long-steps", cfg.LongSteps, "long: steps of the sequential orchestration")
 	fs.IntVar(&cfg.ColdEvents, "cold-events", cfg.ColdEvents, "long: history events to replay cold")
 	fs.IntVar(&cfg.StatusClients, "status-clients", cfg.StatusClients, "status: concurrent HTTP clients")
+	fs.IntVar(&cfg.StatusCache, "status-cache", cfg.StatusCache, "status: records the in-process API serves from memory, as the api's -status-cache (0: none)")
 	fs.DurationVar(&cfg.StatusDuration, "status-duration", cfg.StatusDuration, "status: time the clients read")
 	fs.IntVar(&cfg.StatusInstances, "status-instances", cfg.StatusInstances, "status: completed instances whose status is read")
 	wc := intList(cfg.WatchConcurrency)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/jetflow/jetflow/pkg/client"
 )
 
 // Workload names, in the order they run.
@@ -98,7 +100,10 @@ type Config struct {
 
 	// status: StatusClients HTTP clients reading the status of
 	// StatusInstances completed instances for StatusDuration.
-	StatusClients   int
+	StatusClients int
+	// StatusCache is the in-process API's status cache size, as the api
+	// binary's -status-cache (0: every GET reads the bucket).
+	StatusCache     int
 	StatusDuration  time.Duration
 	StatusInstances int
 
@@ -135,6 +140,7 @@ func DefaultConfig() Config {
 		LongSteps:         2000,
 		ColdEvents:        10000,
 		StatusClients:     100,
+		StatusCache:       client.DefaultStatusCacheSize,
 		StatusDuration:    5 * time.Second,
 		StatusInstances:   100,
 		WatchConcurrency:  []int{1, 10},

@@ -169,7 +169,7 @@ func startEnv(ctx context.Context, cfg Config) (_ *env, err error) {
 	if e.hub, err = newHub(context.WithoutCancel(ctx), kv); err != nil {
 		return nil, err
 	}
-	if err := e.startAPI(); err != nil {
+	if err := e.startAPI(ctx); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -251,7 +251,9 @@ func (e *env) stopWorkers() {
 	e.workers = nil
 }
 
-func (e *env) startAPI() error {
+// startAPI serves the HTTP API as cmd/api does, with its status cache,
+// unless the bench is given one.
+func (e *env) startAPI(ctx context.Context) error {
 	e.http = &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
@@ -268,7 +270,14 @@ func (e *env) startAPI() error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: api.New(e.client, api.Options{Logger: e.log.Named("api")}), ReadHeaderTimeout: 10 * time.Second}
+	actx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	ac, err := client.New(actx, e.nc, e.js, client.WithStatusCache(e.cfg.StatusCache, client.DefaultStatusCacheMaxAge))
+	if err != nil {
+		stopCache()
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{Handler: api.New(ac, api.Options{Logger: e.log.Named("api")}), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -282,6 +291,7 @@ func (e *env) startAPI() error {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		<-done
+		stopCache()
 	}
 	return nil
 }

@@ -494,6 +494,9 @@ func (e *env) statusReads(ctx context.Context) []Result {
 	r.setRate(time.Since(start), "req/s")
 	r.noteErrors(errCount{rec.errs, rec.first})
 	r.note("client and server share the machine")
+	if e.cfg.APIURL == "" {
+		r.metric("api_status_cache", float64(e.cfg.StatusCache))
+	}
 	return []Result{r}
 }
 

@@ -63,6 +63,7 @@ type Client struct {
 	store   *jetstore.Store
 	metrics *telemetry.Metrics
 	tracer  trace.Tracer
+	cache   *statusCache // nil: every read goes to the bucket
 }
 
 // Option configures a Client.
@@ -70,6 +71,27 @@ type Option func(*Client)
 
 // WithMetrics counts status reads and open watches in m.
 func WithMetrics(m *telemetry.Metrics) Option { return func(c *Client) { c.metrics = m } }
+
+// Defaults for WithStatusCache, as the api and the devserver use them.
+const (
+	DefaultStatusCacheSize   = 100_000
+	DefaultStatusCacheMaxAge = 2 * time.Second
+)
+
+// WithStatusCache makes Status and StatusRevision serve the records read
+// recently, up to size of them, from memory. One watch of the status
+// bucket, running until the context given to New ends, keeps them fresh:
+// a record served may trail the bucket by the watch's delay (well under a
+// millisecond on a healthy connection), and never by more than maxAge,
+// after which it is read again. Watches (Watch, WaitForChange,
+// WaitForCompletion) are not affected.
+func WithStatusCache(size int, maxAge time.Duration) Option {
+	return func(c *Client) {
+		if size > 0 && maxAge > 0 {
+			c.cache = newStatusCache(size, maxAge)
+		}
+	}
+}
 
 // WithTracerProvider makes the client's "command <kind>" spans with tp
 // instead of the global provider. Their trace context rides in the
@@ -89,6 +111,11 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, opts ...Opt
 	for _, o := range opts {
 		o(c)
 	}
+	if c.cache != nil {
+		if err := c.cache.run(ctx, store.StatusKV()); err != nil {
+			return nil, fmt.Errorf("status cache: %w", err)
+		}
+	}
 	return c, nil
 }
 
@@ -100,6 +127,13 @@ const defaultTimeout = 10 * time.Second
 func (c *Client) send(ctx context.Context, cmd *messages.Command) (id string, err error) {
 	ctx, span := c.tracer.Start(ctx, "command", trace.WithSpanKind(trace.SpanKindClient))
 	defer func() {
+		if c.cache != nil {
+			// Whatever the command did, this client reads it next.
+			c.cache.forget(messages.Token(cmd.InstanceID))
+			if id != "" && id != cmd.InstanceID {
+				c.cache.forget(messages.Token(id))
+			}
+		}
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
 		} else if span.IsRecording() && id != "" {
@@ -201,12 +235,8 @@ func (c *Client) Purge(ctx context.Context, instanceID string) error {
 
 // Status returns an instance's status record. If there is none, ErrNotFound is returned.
 func (c *Client) Status(ctx context.Context, instanceID string) (*messages.Status, error) {
-	c.metrics.StatusRead(telemetry.ReadGet)
-	st, _, err := c.store.GetStatus(ctx, instanceID)
-	if errors.Is(err, jetstore.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	return st, err
+	u, err := c.StatusRevision(ctx, instanceID)
+	return u.Status, err
 }
 
 // WaitForCompletion watches an instance's status record until it is
@@ -256,6 +286,16 @@ type Update struct {
 // there is none, ErrNotFound is returned.
 func (c *Client) StatusRevision(ctx context.Context, instanceID string) (Update, error) {
 	c.metrics.StatusRead(telemetry.ReadGet)
+	var since uint64
+	if c.cache != nil {
+		var (
+			u  Update
+			ok bool
+		)
+		if u, ok, since = c.cache.get(messages.Token(instanceID)); ok {
+			return u, nil
+		}
+	}
 	st, rev, err := c.store.GetStatus(ctx, instanceID)
 	if errors.Is(err, jetstore.ErrNotFound) {
 		return Update{}, ErrNotFound
@@ -263,7 +303,11 @@ func (c *Client) StatusRevision(ctx context.Context, instanceID string) (Update,
 	if err != nil {
 		return Update{}, err
 	}
-	return Update{Status: st, Revision: rev}, nil
+	u := Update{Status: st, Revision: rev}
+	if c.cache != nil {
+		c.cache.put(messages.Token(instanceID), since, u)
+	}
+	return u, nil
 }
 
 // Watch sends the instance's status record each time it changes, starting
@@ -359,5 +403,9 @@ func (c *Client) List(ctx context.Context, f ListFilter, pageSize int, token str
 // many were deleted. It works on the buckets directly; there is no NATS
 // command for it.
 func (c *Client) PurgeInstances(ctx context.Context, f ListFilter) (int, error) {
-	return c.store.PurgeInstances(ctx, f)
+	n, err := c.store.PurgeInstances(ctx, f)
+	if c.cache != nil {
+		c.cache.forgetAll()
+	}
+	return n, err
 }

@@ -172,7 +172,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.New(ctx, nc, js, client.WithMetrics(metrics), client.WithTracerProvider(tp))
+	c, err := client.New(ctx, nc, js, client.WithMetrics(metrics), client.WithTracerProvider(tp),
+		client.WithStatusCache(client.DefaultStatusCacheSize, client.DefaultStatusCacheMaxAge))
 	if err != nil {
 		return err
 	}

@@ -267,6 +267,7 @@ func RunAPI(ctx context.Context, args []string) error {
 	var o api.Options
 	fs.StringVar(&o.BaseURL, "base-url", os.Getenv("JETFLOW_BASE_URL"), "public base URL for the URLs in check-status bodies (JETFLOW_BASE_URL); default: the request's")
 	fs.Int64Var(&o.MaxBodyBytes, "max-body", 1<<20, "largest request body in bytes")
+	cacheSize := fs.Int("status-cache", client.DefaultStatusCacheSize, "status records served from memory, kept fresh by a watch of the status bucket (0: read every one from the bucket)")
 	keys := fs.String("api-keys", os.Getenv("JETFLOW_API_KEYS"), "comma-separated API keys; when set, every request needs one as ?code= or x-functions-key (JETFLOW_API_KEYS)")
 	origins := fs.String("cors-origins", os.Getenv("JETFLOW_CORS_ORIGINS"), "comma-separated origins allowed by CORS, or * (JETFLOW_CORS_ORIGINS)")
 	if err := fs.Parse(args); err != nil {
@@ -279,7 +280,8 @@ func RunAPI(ctx context.Context, args []string) error {
 	}
 	defer p.close()
 	nc, js, log := p.nc, p.js, p.log
-	cl, err := client.New(ctx, nc, js, client.WithMetrics(p.metrics), client.WithTracerProvider(p.tracer))
+	cl, err := client.New(ctx, nc, js, client.WithMetrics(p.metrics), client.WithTracerProvider(p.tracer),
+		client.WithStatusCache(*cacheSize, client.DefaultStatusCacheMaxAge))
 	if err != nil {
 		return err
 	}

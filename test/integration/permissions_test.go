@@ -271,7 +271,8 @@ func TestPermissions(t *testing.T) {
 	if err := jetstore.WaitProvisioned(ctx, ac.js); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(ctx, ac.nc, ac.js)
+	// As cmd/api makes it, with the status cache and its watch.
+	c, err := client.New(ctx, ac.nc, ac.js, client.WithStatusCache(client.DefaultStatusCacheSize, client.DefaultStatusCacheMaxAge))
 	if err != nil {
 		t.Fatalf("client as jetflow-api: %v", err)
 	}
