@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.APIURL, "api", "", "HTTP API base URL for the status workload; empty: serve one in-process")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "in-process workers, each with its own NATS connection")
 	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", 0, "orchestrator episodes each worker runs at once (0: the worker's default, 64)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "how long workers keep an idle instance in memory (0: the worker's default, 10s; negative: until the cache is full)")
 	fs.IntVar(&cfg.ActivityConcurrency, "activity-concurrency", 0, "activities each worker runs at once (0: the worker's default, 64)")
 	workloads := fs.String("workloads", "", "comma-separated workloads to run, of "+strings.Join(bench.Workloads, ",")+" (default all)")
 	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "E1_HelloSequence orchestrations run before measuring")

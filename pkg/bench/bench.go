@@ -67,6 +67,9 @@ type Config struct {
 	// WorkerConcurrency and ActivityConcurrency are worker.Options'; 0 means its default (64).
 	WorkerConcurrency   int
 	ActivityConcurrency int
+	// IdleTimeout is worker.Options'; 0 means its default (10 s). The
+	// memory workload waits for it and measures the worker again.
+	IdleTimeout time.Duration
 
 	// Workloads to run; nil means all.
 	Workloads []string

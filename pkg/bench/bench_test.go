@@ -42,6 +42,7 @@ func tiny(t *testing.T) Config {
 	cfg.WatchUpdates = 5
 	cfg.MemoryInstances = 50
 	cfg.MemoryCleanup = true
+	cfg.IdleTimeout = 2 * time.Second
 	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	cfg.Progress = t.Logf
 	return cfg
@@ -127,6 +128,8 @@ func TestRunTiny(t *testing.T) {
 	}
 	if r := wantCount(WorkloadMemory, 0, cfg.MemoryInstances); r != nil && (r.Metrics["rss_after_mb"] <= 0 || r.Metrics["goroutines_per_orch"] == 0) {
 		t.Errorf("memory metrics %v", r.Metrics)
+	} else if r != nil && r.Metrics["parked_goroutines_per_orch"] >= r.Metrics["goroutines_per_orch"] {
+		t.Errorf("memory: %v goroutines per instance once parked, %v while hot: the idle timeout closed nothing", r.Metrics["parked_goroutines_per_orch"], r.Metrics["goroutines_per_orch"])
 	}
 
 	var js bytes.Buffer

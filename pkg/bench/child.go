@@ -40,9 +40,10 @@ const (
 func IsChild() bool { return os.Getenv(childEnv) == "worker" }
 
 type childOptions struct {
-	CacheSize           int `json:"cacheSize"`
-	Concurrency         int `json:"concurrency"`
-	ActivityConcurrency int `json:"activityConcurrency"`
+	CacheSize           int           `json:"cacheSize"`
+	Concurrency         int           `json:"concurrency"`
+	ActivityConcurrency int           `json:"activityConcurrency"`
+	IdleTimeout         time.Duration `json:"idleTimeout"`
 }
 
 // procStats is a process's memory after a forced collection.
@@ -87,7 +88,7 @@ func childMain(in io.Reader, out io.Writer) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := worker.New(ctx, js, reg, worker.Options{CacheSize: o.CacheSize, Concurrency: o.Concurrency, ActivityConcurrency: o.ActivityConcurrency})
+	w, err := worker.New(ctx, js, reg, worker.Options{CacheSize: o.CacheSize, Concurrency: o.Concurrency, ActivityConcurrency: o.ActivityConcurrency, IdleTimeout: o.IdleTimeout})
 	if err != nil {
 		return err
 	}

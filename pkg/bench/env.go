@@ -212,6 +212,7 @@ func (e *env) workerOptions() worker.Options {
 	return worker.Options{
 		Concurrency:         e.cfg.WorkerConcurrency,
 		ActivityConcurrency: e.cfg.ActivityConcurrency,
+		IdleTimeout:         e.cfg.IdleTimeout,
 		Logger:              e.log.Named("worker"),
 	}
 }

@@ -621,7 +621,7 @@ func (e *env) memory(ctx context.Context) []Result {
 	if n > 9000 {
 		cache = n + 1000
 	}
-	ch, err := startChild(ctx, e.url, childOptions{CacheSize: cache, Concurrency: e.cfg.WorkerConcurrency, ActivityConcurrency: e.cfg.ActivityConcurrency})
+	ch, err := startChild(ctx, e.url, childOptions{CacheSize: cache, Concurrency: e.cfg.WorkerConcurrency, ActivityConcurrency: e.cfg.ActivityConcurrency, IdleTimeout: e.cfg.IdleTimeout})
 	if err != nil {
 		r.noteErrors(errCount{1, fmt.Errorf("child worker: %w", err)})
 		return []Result{r}
@@ -670,6 +670,27 @@ func (e *env) memory(ctx context.Context) []Result {
 		r.metric("worker_cache_size", float64(cache))
 	}
 	r.note("worker in a child process; RSS is its VmRSS from /proc after runtime.GC and debug.FreeOSMemory, heap and stack from runtime.MemStats")
+	// Once the instances have been idle for the worker's idle timeout it
+	// closes them: measure again.
+	idle := e.cfg.IdleTimeout
+	if idle == 0 {
+		idle = 10 * time.Second
+	}
+	if idle > 0 {
+		r.metric("idle_timeout_s", idle.Seconds())
+		select {
+		case <-ctx.Done():
+		case <-time.After(idle + idle/4 + time.Second):
+		}
+		if parked, err := ch.stats(); err != nil {
+			r.noteErrors(errCount{1, err})
+		} else {
+			r.metric("parked_rss_bytes_per_orch", per(parked.RSS, before.RSS))
+			r.metric("parked_heap_inuse_bytes_per_orch", per(parked.HeapInuse, before.HeapInuse))
+			r.metric("parked_goroutines_per_orch", per(uint64(parked.Goroutines), uint64(before.Goroutines)))
+			r.note("parked_*: measured again once the instances had been idle for the idle timeout and the worker had closed them")
+		}
+	}
 
 	if e.cfg.MemoryCleanup {
 		_, ec, _ := e.closedLoop(ctx, conc, r.Count, 0, func(ctx context.Context, i int) (time.Duration, time.Time, error) {

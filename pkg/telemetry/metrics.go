@@ -32,6 +32,7 @@ const (
 	MetricReplayDuration               = "jetflow_replay_duration_seconds"
 	MetricActivityDuration             = "jetflow_activity_duration_seconds"
 	MetricHistoryConflicts             = "jetflow_history_append_conflicts_total"
+	MetricInstancesParked              = "jetflow_instances_parked_total"
 	MetricRedeliveries                 = "jetflow_redeliveries_total"
 	MetricDeadLettered                 = "jetflow_dead_lettered_messages_total"
 	MetricStatusReads                  = "jetflow_status_reads_total"
@@ -58,6 +59,7 @@ type Metrics struct {
 	started, completed, failed, terminated, continued *prometheus.CounterVec
 	episode, replayed, activity                       *prometheus.HistogramVec
 	conflicts                                         prometheus.Counter
+	parked                                            prometheus.Counter
 	redeliveries, deadLettered, statusReads           *prometheus.CounterVec
 	watchers                                          prometheus.Gauge
 
@@ -113,6 +115,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: ActivityBuckets}, []string{"activity"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricHistoryConflicts,
 			Help: "Episodes another worker appended to history first."}),
+		parked: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricInstancesParked,
+			Help: "Instances a worker stopped keeping in memory after they were idle for its idle timeout."}),
 		redeliveries: counter(MetricRedeliveries, "Work messages delivered more than once, by stream.", []string{"stream"}),
 		deadLettered: counter(MetricDeadLettered, "Messages moved to the dead-letter stream, by the stream they came from.", []string{"stream"}),
 		statusReads:  counter(MetricStatusReads, "Status records read by clients, by kind of read (get, list, history).", []string{"op"}),
@@ -124,7 +128,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reads: map[string]prometheus.Counter{},
 	}
 	reg.MustRegister(m.started, m.completed, m.failed, m.terminated, m.continued, m.episode, m.replayed, m.activity,
-		m.conflicts, m.redeliveries, m.deadLettered, m.statusReads, m.watchers)
+		m.conflicts, m.parked, m.redeliveries, m.deadLettered, m.statusReads, m.watchers)
 	return m
 }
 
@@ -229,6 +233,14 @@ func (m *Metrics) HistoryConflict() {
 		return
 	}
 	m.conflicts.Inc()
+}
+
+// InstancesParked counts n instances closed after their idle timeout.
+func (m *Metrics) InstancesParked(n int) {
+	if m == nil {
+		return
+	}
+	m.parked.Add(float64(n))
 }
 
 // Redelivered counts a work message from stream delivered more than once.

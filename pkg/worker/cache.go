@@ -3,6 +3,7 @@ package worker
 import (
 	"container/list"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -17,6 +18,8 @@ type entry struct {
 	// trace is the span context of the last episode of the run, which
 	// work from outside the run's trace continues; invalid if untraced.
 	trace trace.SpanContext
+	// idleSince is when the entry was last put back.
+	idleSince time.Time
 }
 
 // cache is a bounded LRU of idle entries. take removes an entry, so an entry
@@ -62,6 +65,7 @@ func (c *cache) put(e *entry) {
 		e.inst.Close()
 		return
 	}
+	e.idleSince = time.Now()
 	c.mu.Lock()
 	if old, ok := c.items[e.id]; ok {
 		c.ll.Remove(old)
@@ -80,6 +84,30 @@ func (c *cache) put(e *entry) {
 	for _, ev := range evicted {
 		ev.inst.Close()
 	}
+}
+
+// closeIdle closes and drops the entries put back before cutoff: their
+// next work replays them from history. It returns how many it dropped.
+func (c *cache) closeIdle(cutoff time.Time) int {
+	var idle []*entry
+	c.mu.Lock()
+	// The list is in the order entries were put back, the oldest last.
+	for el := c.ll.Back(); el != nil; {
+		e := el.Value.(*entry)
+		if !e.idleSince.Before(cutoff) {
+			break
+		}
+		prev := el.Prev()
+		c.ll.Remove(el)
+		delete(c.items, e.id)
+		idle = append(idle, e)
+		el = prev
+	}
+	c.mu.Unlock()
+	for _, e := range idle {
+		e.inst.Close()
+	}
+	return len(idle)
 }
 
 func (c *cache) len() int {

@@ -34,6 +34,12 @@ type Options struct {
 	// CacheSize is how many instances are kept replayed in memory; 0 means
 	// 10,000, negative disables the cache.
 	CacheSize int
+	// IdleTimeout is how long an instance is kept replayed in memory
+	// after its last episode: an instance idle for longer (waiting for an
+	// event, a timer or a slow activity) is closed, and its next work
+	// replays it from history. 0 means 10 s; negative keeps instances
+	// until the cache is full.
+	IdleTimeout time.Duration
 	// MaxCustomStatusBytes is passed to replay.Options.
 	MaxCustomStatusBytes int
 	// DrainTimeout bounds how long Run waits for in-flight work on shutdown
@@ -111,6 +117,9 @@ func New(ctx context.Context, js jetstream.JetStream, reg *Registry, opts Option
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 10 * time.Second
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -148,6 +157,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer cancelWork()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
+	if w.opts.IdleTimeout > 0 {
+		stopSweep := w.sweepIdle(ctx)
+		defer stopSweep()
+	}
 	loops := 0
 	if len(w.reg.orchestrators) > 0 {
 		loops++
@@ -177,6 +190,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.cache.closeAll()
 	return first
+}
+
+// sweepIdle closes the instances idle for longer than IdleTimeout, every
+// quarter of it, until ctx ends or the returned stop is called.
+func (w *Worker) sweepIdle(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(w.opts.IdleTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if n := w.cache.closeIdle(time.Now().Add(-w.opts.IdleTimeout)); n > 0 {
+					w.metrics.InstancesParked(n)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // consume pulls messages until ctx ends and runs handle on each, at most
