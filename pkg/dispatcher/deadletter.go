@@ -32,8 +32,10 @@ type maxDeliveries struct {
 func (d *Dispatcher) handleMaxDeliveries(ctx context.Context, m jetstream.Msg) {
 	var a maxDeliveries
 	if err := json.Unmarshal(m.Data(), &a); err != nil || a.StreamSeq == 0 {
-		d.log.Error("reject max-deliveries advisory", zap.ByteString("data", m.Data()))
-		_ = m.Term()
+		if err == nil {
+			err = errors.New("no stream sequence")
+		}
+		d.reject(ctx, m, "max-deliveries advisory", err)
 		return
 	}
 	log := d.log.With(zap.String("stream", a.Stream), zap.Uint64("seq", a.StreamSeq), zap.Uint64("deliveries", a.Deliveries))
@@ -102,4 +104,23 @@ func (d *Dispatcher) deadLetter(ctx context.Context, a maxDeliveries, log *zap.L
 func isPoisonNotice(w *messages.OrchestratorWork) bool {
 	return len(w.Events) == 1 && w.Events[0].Failure != nil && w.Events[0].Failure.Type == messages.FailurePoison &&
 		w.Events[0].Type == messages.EventExecutionCompleted
+}
+
+// reject copies a message the dispatcher cannot read (a delayed message or
+// an advisory) to the dead-letter stream with the reason, then terminates
+// it so that it is not delivered again. If the copy fails, the message is
+// handed back to try again.
+func (d *Dispatcher) reject(ctx context.Context, m jetstream.Msg, what string, cause error) {
+	d.log.Error("reject "+what+" message", zap.String("subject", m.Subject()), zap.String("instanceId", subjectInstance(m.Subject())), zap.Error(cause))
+	dl := jetstore.DeadLetter{Subject: m.Subject(), Reason: fmt.Sprintf("malformed %s message: %v", what, cause), Data: m.Data()}
+	if md, err := m.Metadata(); err == nil {
+		dl.Stream, dl.Sequence, dl.Deliveries = md.Stream, md.Sequence.Stream, md.NumDelivered
+	}
+	if err := d.store.DeadLetter(ctx, dl); err != nil {
+		d.log.Warn("dead-letter "+what+" message", zap.String("subject", m.Subject()), zap.Error(err))
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	d.metrics.DeadLettered(dl.Stream)
+	_ = m.Term()
 }

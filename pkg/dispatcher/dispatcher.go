@@ -168,8 +168,7 @@ func (d *Dispatcher) consume(ctx context.Context, stream, consumer string, h jet
 func (d *Dispatcher) handleDelayed(ctx context.Context, m jetstream.Msg) {
 	dm, err := messages.DecodeDelayed(m.Data())
 	if err != nil {
-		d.log.Error("reject delayed message", zap.String("subject", m.Subject()), zap.String("instanceId", subjectInstance(m.Subject())), zap.Error(err))
-		_ = m.Term()
+		d.reject(ctx, m, "delayed", err)
 		return
 	}
 	if wait := dm.DueAt.Sub(d.opts.Now()); wait > 0 {

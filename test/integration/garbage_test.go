@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ func TestRandomBytesOnEverySubject(t *testing.T) {
 	}
 	const n = 3000
 	start := logs.Len()
+	work := 0 // messages on work subjects, which are dead-lettered
 	var replies int
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -67,6 +69,9 @@ func TestRandomBytesOnEverySubject(t *testing.T) {
 		}
 		m := nats.NewMsg(subjects())
 		m.Data = b
+		if !strings.HasPrefix(m.Subject, "jetflow.cmd.") {
+			work++
+		}
 		if i%2 == 0 {
 			m.Reply = inbox // commands answer with an error reply
 		}
@@ -101,6 +106,18 @@ func TestRandomBytesOnEverySubject(t *testing.T) {
 		}
 	}
 	t.Logf("%d bad messages, %d error replies", n, replies)
+
+	// Every malformed work, activity and delayed message was copied to the
+	// dead-letter stream, with its original bytes, before it was dropped.
+	_, js := natstest.Connect(t, s.srv)
+	waitFor(t, 30*time.Second, "one dead letter per work message", func() bool {
+		dlq, err := js.Stream(ctx, messages.DeadLetterStream)
+		if err != nil {
+			return false
+		}
+		info, err := dlq.Info(ctx)
+		return err == nil && info.State.Msgs == uint64(work)
+	})
 
 	after, rev2, err := s.store.GetStatus(ctx, id)
 	if err != nil {
