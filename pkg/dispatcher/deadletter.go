@@ -95,8 +95,39 @@ func (d *Dispatcher) deadLetter(ctx context.Context, a maxDeliveries, log *zap.L
 			return err
 		}
 	}
+	if a.Stream == messages.OrchestratorStream {
+		if err := d.failParentOfStart(ctx, msg.Data, where); err != nil {
+			return err
+		}
+	}
 	log.Error("work dead-lettered", zap.String("reason", reason))
 	return d.store.DeleteWorkMsg(ctx, a.Stream, a.StreamSeq)
+}
+
+// failParentOfStart tells the parent of a sub-orchestration whose start
+// was given up on that the child failed: the child has no status record
+// nor history, so its own poison notice changes nothing and it would never
+// report back. The message ID is the one the child's own completion would
+// carry, so that the parent hears of the child's end once.
+func (d *Dispatcher) failParentOfStart(ctx context.Context, data []byte, where string) error {
+	w, err := messages.DecodeOrchestratorWork(data)
+	if err != nil {
+		return nil
+	}
+	for _, e := range w.Events {
+		p := e.Parent
+		if e.Type != messages.EventExecutionStarted || p == nil {
+			continue
+		}
+		f := &messages.Failure{Type: messages.FailurePoison,
+			Message: fmt.Sprintf("sub-orchestration %q (instance %s) never started: its start failed on every delivery; %s", e.Name, w.InstanceID, where)}
+		done := &messages.OrchestratorWork{V: messages.SchemaVersion, InstanceID: p.InstanceID, ExecutionID: p.ExecutionID,
+			Events: []messages.Event{{Type: messages.EventSubOrchestrationFailed, TaskID: p.TaskID, Failure: f, Timestamp: d.opts.Now().UTC()}}}
+		if err := d.publishWork(ctx, done, "c:"+w.InstanceID+":"+e.ExecutionID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isPoisonNotice reports whether w is itself the notice that fails a run:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -278,5 +279,40 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeadLetteredChildStartFailsItsParent: a sub-orchestration whose
+// start fails on every delivery never runs, so it cannot report back; the
+// dispatcher tells the parent, which catches the failure and finishes.
+func TestDeadLetteredChildStartFailsItsParent(t *testing.T) {
+	reg := worker.NewRegistry()
+	must(t, reg.AddOrchestrator("CallsGhostChild", func(ctx *replay.Context) (any, error) {
+		err := ctx.CallSubOrchestrator("GhostChild", "in", replay.WithInstanceID("ghost-child")).Await(nil)
+		var tf *replay.TaskFailedError
+		if errors.As(err, &tf) {
+			return "caught: " + tf.Failure.Message, nil
+		}
+		return nil, fmt.Errorf("the sub-orchestration ended with %v, want a TaskFailedError", err)
+	}))
+	p := startPoisonStack(t, reg)
+	ctx := context.Background()
+	// Registered once by some worker, hosted by none that runs.
+	if err := p.client.Store().Register(ctx, jetstore.KindOrchestrator, "GhostChild"); err != nil {
+		t.Fatal(err)
+	}
+	st := p.run(t, "CallsGhostChild", "ghost-parent", nil)
+	if st.RuntimeStatus != messages.StatusCompleted || !strings.Contains(string(st.Output), "never started") ||
+		!strings.Contains(string(st.Output), messages.DeadLetterStream) {
+		t.Fatalf("parent: %s %s, want Completed with the caught failure of the child's start", st.RuntimeStatus, st.Output)
+	}
+	var found bool
+	for _, m := range p.deadLetters(t) {
+		if w, err := messages.DecodeOrchestratorWork(m.Data); err == nil && w.InstanceID == "ghost-child" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the child's start is not in the dead-letter stream")
 	}
 }
