@@ -516,3 +516,44 @@ func TestHintedWritesKeepTheIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestUnhintedWriteReadsFirst: a writer that knows nothing of a record of a
+// run past its first episode (a worker that rebuilt the instance from
+// history) reads the record and updates it, without a Create that fails
+// or an index write when the runtime status stays the same.
+func TestUnhintedWriteReadsFirst(t *testing.T) {
+	ctx := context.Background()
+	s, js := open(t)
+	st := record("cold", messages.StatusRunning, t0, "")
+	rev := create(t, s, st)
+	stream, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(messages.StatusRunning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := func() uint64 {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	before := last()
+	cold, err := jetstore.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := *st
+	next.Episode = 2
+	nrev, err := cold.PutStatus(ctx, &next, 0)
+	if err != nil || nrev <= rev {
+		t.Fatalf("unhinted write: revision %d, %v; want one after %d", nrev, err, rev)
+	}
+	if after := last(); after != before {
+		t.Errorf("the Running index was written %d times for a record that stayed Running", after-before)
+	}
+	// An older record is still refused.
+	old := *st
+	if _, err := cold.PutStatus(ctx, &old, 0); !errors.Is(err, jetstore.ErrStale) {
+		t.Errorf("episode 1 at revision 0 over episode 2: %v, want ErrStale", err)
+	}
+}

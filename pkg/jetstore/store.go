@@ -187,6 +187,21 @@ func (s *Store) PutStatus(ctx context.Context, st *messages.Status, rev uint64) 
 		return 0, err
 	}
 	key := messages.Token(st.InstanceID)
+	if rev == 0 && st.Episode > 1 {
+		// A writer that does not know the record of a run past its first
+		// episode (a worker that rebuilt the instance from history): the
+		// record exists, so read it rather than fail a Create.
+		cur, crev, err := s.GetStatus(ctx, st.InstanceID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return 0, err
+		case newer(cur, st):
+			return crev, ErrStale
+		default:
+			rev = crev
+		}
+	}
 	for attempt := 0; attempt < 10; attempt++ {
 		// The status of the record this write replaces (none for a Create).
 		var prev StatusHint // of the record this write replaces (none for a Create)
