@@ -289,7 +289,8 @@ func subjectInstance(subject string) string {
 }
 
 func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, error) {
-	if c.Kind == messages.CmdStart && c.InstanceID == "" {
+	generated := c.Kind == messages.CmdStart && c.InstanceID == ""
+	if generated {
 		c.InstanceID = messages.NewID()
 	}
 	if err := messages.ValidateInstanceID(c.InstanceID); err != nil {
@@ -303,7 +304,7 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	}
 	switch c.Kind {
 	case messages.CmdStart:
-		return c.InstanceID, d.start(ctx, c)
+		return c.InstanceID, d.start(ctx, c, generated)
 	case messages.CmdPurge:
 		return c.InstanceID, d.purge(ctx, c.InstanceID)
 	case messages.CmdRestart:
@@ -376,7 +377,10 @@ func (d *Dispatcher) publishWork(ctx context.Context, w *messages.OrchestratorWo
 // start creates the Pending status record, then publishes ExecutionStarted.
 // An ID in use by a run that has not finished is a conflict; the ID of a
 // finished run is reused for a fresh run.
-func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
+//
+// generated says the dispatcher made the instance ID up: no record can
+// exist, so the first try creates the record without reading it first.
+func (d *Dispatcher) start(ctx context.Context, c *messages.Command, generated bool) error {
 	if err := messages.ValidateName(c.Name); err != nil {
 		return fail(messages.CodeBadRequest, "orchestrator %v", err)
 	}
@@ -391,7 +395,16 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 	st := &messages.Status{InstanceID: c.InstanceID, Name: c.Name, ExecutionID: messages.NewID(),
 		RuntimeStatus: messages.StatusPending, Input: input, CreatedAt: now, LastUpdatedAt: now}
 	for attempt := 0; attempt < 3; attempt++ {
-		cur, rev, err := d.store.GetStatus(ctx, c.InstanceID)
+		var (
+			cur *messages.Status
+			rev uint64
+			err error
+		)
+		if generated && attempt == 0 {
+			err = jetstore.ErrNotFound
+		} else {
+			cur, rev, err = d.store.GetStatus(ctx, c.InstanceID)
+		}
 		switch {
 		case errors.Is(err, jetstore.ErrNotFound):
 			rev = 0
@@ -464,7 +477,7 @@ func (d *Dispatcher) restart(ctx context.Context, c *messages.Command) (string, 
 	if c.NewID {
 		start.InstanceID = messages.NewID()
 	}
-	return start.InstanceID, d.start(ctx, start)
+	return start.InstanceID, d.start(ctx, start, c.NewID)
 }
 
 // purge deletes the history and status of a finished instance.
