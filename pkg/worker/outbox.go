@@ -41,17 +41,26 @@ func (m *outMsg) natsMsg(ctx context.Context) *nats.Msg {
 // instance, run and sequence number, so sending again is a no-op inside the
 // streams' duplicate window.
 func (w *Worker) publish(ctx context.Context, in *replay.Instance, actions []messages.Event) error {
+	msgs, err := actionMessages(in, actions)
+	if err != nil {
+		return err
+	}
+	return publishAll(ctx, w.js, msgs)
+}
+
+// actionMessages returns the messages that carry out actions.
+func actionMessages(in *replay.Instance, actions []messages.Event) ([]outMsg, error) {
 	var msgs []outMsg
 	for i := range actions {
 		m, err := actionMessage(in, &actions[i])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if m != nil {
 			msgs = append(msgs, *m)
 		}
 	}
-	return publishAll(ctx, w.js, msgs)
+	return msgs, nil
 }
 
 func publishAll(ctx context.Context, js jetstream.JetStream, msgs []outMsg) error {

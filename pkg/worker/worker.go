@@ -5,6 +5,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,7 +91,7 @@ type hookStage int
 const (
 	stageBeforeAppend hookStage = iota // before AppendEpisode
 	stageAppended                      // after AppendEpisode, before the actions are published
-	stagePublished                     // after publishing, before the status record is written
+	stagePublished                     // after publishing; in the run's last episode, before the status record is written
 	stageCommitted                     // after the status record, before the ack
 )
 
@@ -545,17 +546,40 @@ func (w *Worker) commit(ctx context.Context, e *entry, events, actions []message
 		e.inst.Close()
 		return err
 	}
-	if err := w.publish(ctx, e.inst, actions); err != nil {
-		e.inst.Close()
-		return err
-	}
-	if err := w.runHook(stagePublished, e); err != nil {
-		e.inst.Close()
-		return err
-	}
-	if err := w.writeStatus(ctx, e); err != nil {
-		e.inst.Close()
-		return err
+	if e.inst.Final() == nil {
+		// Not the run's last episode: its actions and its status record
+		// go out at once, both after history. (The last episode publishes
+		// first, so that a run seen finished has told its parent.)
+		msgs, err := actionMessages(e.inst, actions)
+		if err != nil {
+			e.inst.Close()
+			return err
+		}
+		st := w.statusRecord(e)
+		published := make(chan error, 1)
+		go func() { published <- publishAll(ctx, w.js, msgs) }()
+		serr := w.putStatus(ctx, e, st)
+		if err := cmp.Or(<-published, serr); err != nil {
+			e.inst.Close()
+			return err
+		}
+		if err := w.runHook(stagePublished, e); err != nil {
+			e.inst.Close()
+			return err
+		}
+	} else {
+		if err := w.publish(ctx, e.inst, actions); err != nil {
+			e.inst.Close()
+			return err
+		}
+		if err := w.runHook(stagePublished, e); err != nil {
+			e.inst.Close()
+			return err
+		}
+		if err := w.writeStatus(ctx, e); err != nil {
+			e.inst.Close()
+			return err
+		}
 	}
 	if err := w.runHook(stageCommitted, e); err != nil {
 		e.inst.Close()
@@ -728,7 +752,12 @@ func (w *Worker) failRun(ctx context.Context, id, exec string, history, incoming
 
 // writeStatus writes the instance's status record after its history.
 func (w *Worker) writeStatus(ctx context.Context, e *entry) error {
-	rev, err := w.store.PutStatus(ctx, w.statusRecord(e), e.statusRev)
+	return w.putStatus(ctx, e, w.statusRecord(e))
+}
+
+// putStatus writes st, the status record of e.
+func (w *Worker) putStatus(ctx context.Context, e *entry, st *messages.Status) error {
+	rev, err := w.store.PutStatus(ctx, st, e.statusRev)
 	if errors.Is(err, jetstore.ErrStale) {
 		// A newer record is stored: this entry is behind. Its revision is
 		// not one this entry may later update without comparing.
