@@ -113,13 +113,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
+	// stop ends a start-up that failed. If ctx ended meanwhile, that is a
+	// shutdown, not an error.
+	var stops []func()
+	stop := func(err error) error {
+		_ = sub.Unsubscribe()
+		for _, f := range stops {
+			f()
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	if err := d.nc.Flush(); err != nil {
-		return fmt.Errorf("subscribe to commands: %w", err)
+		return stop(fmt.Errorf("subscribe to commands: %w", err))
 	}
 	cons, err := d.js.Consumer(ctx, messages.DelayStream, jetstore.DelayConsumer)
 	if err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("bind delay consumer: %w", err)
+		return stop(fmt.Errorf("bind delay consumer: %w", err))
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		wg.Add(1)
@@ -127,18 +140,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.handleDelayed(work, m)
 	}, jetstream.PullMaxMessages(256))
 	if err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("consume delays: %w", err)
+		return stop(fmt.Errorf("consume delays: %w", err))
 	}
+	stops = append(stops, cc.Stop)
 	dc, err := d.consume(ctx, messages.AdvisoryStream, jetstore.DeadLetterConsumer, func(m jetstream.Msg) {
 		wg.Add(1)
 		defer wg.Done()
 		d.handleMaxDeliveries(work, m)
 	})
 	if err != nil {
-		_ = sub.Unsubscribe()
-		cc.Stop()
-		return err
+		return stop(err)
 	}
 	<-ctx.Done()
 	_ = sub.Drain()

@@ -220,6 +220,9 @@ func (w *Worker) sweepIdle(ctx context.Context) (stop func()) {
 // limit at once.
 func (w *Worker) consume(ctx, work context.Context, stream, consumer string, limit int, wg *sync.WaitGroup, handle func(context.Context, jetstream.Msg)) error {
 	cons, err := w.js.Consumer(ctx, stream, consumer)
+	if ctx.Err() != nil {
+		return nil // shut down while starting
+	}
 	if err != nil {
 		return fmt.Errorf("bind consumer %s: %w", consumer, err)
 	}

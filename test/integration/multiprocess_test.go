@@ -267,7 +267,7 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		ok, err := c.Store().Registered(ctx, jetstore.KindOrchestrator, "E1_HelloSequence")
 		return err == nil && ok
 	})
-	const n = 150
+	const n = 600 // enough that the worker is still busy when the SIGTERM lands
 	for i := range n {
 		if _, err := c.Start(ctx, "E1_HelloSequence", fmt.Sprintf("term-%03d", i), nil); err != nil {
 			t.Fatal(err)
