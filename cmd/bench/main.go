@@ -94,6 +94,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "E1_HelloSequence orchestrations run before measuring")
 	fs.DurationVar(&cfg.OpTimeout, "op-timeout", cfg.OpTimeout, "longest wait for any one orchestration")
 
+	fs.DurationVar(&cfg.FloorDuration, "floor-duration", cfg.FloorDuration, "floor: time JetStream alone publishes, consumes and acks")
+	fs.IntVar(&cfg.FloorPayload, "floor-payload", cfg.FloorPayload, "floor: bytes per message")
+	fs.IntVar(&cfg.FloorSyncPublishes, "floor-sync-publishes", cfg.FloorSyncPublishes, "floor: synchronous publishes timed one at a time")
 	hc := intList(cfg.HelloConcurrency)
 	fs.Var(&hc, "hello-concurrency", "hello: closed-loop concurrency levels")
 	fs.DurationVar(&cfg.HelloDuration, "hello-duration", cfg.HelloDuration, "hello: time at each concurrency level")
@@ -107,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.LongSteps, "long-steps", cfg.LongSteps, "long: steps of the sequential orchestration")
 	fs.IntVar(&cfg.ColdEvents, "cold-events", cfg.ColdEvents, "long: history events to replay cold")
 	fs.IntVar(&cfg.StatusClients, "status-clients", cfg.StatusClients, "status: concurrent HTTP clients")
+	fs.Var((*intList)(&cfg.StatusRates), "status-rates", "status: request rates per second in all, each for -status-duration, after the closed loop")
 	fs.IntVar(&cfg.StatusCache, "status-cache", cfg.StatusCache, "status: records the in-process API serves from memory, as the api's -status-cache (0: none)")
 	fs.DurationVar(&cfg.StatusDuration, "status-duration", cfg.StatusDuration, "status: time the clients read")
 	fs.IntVar(&cfg.StatusInstances, "status-instances", cfg.StatusInstances, "status: completed instances whose status is read")

@@ -25,6 +25,7 @@ import (
 
 // Workload names, in the order they run.
 const (
+	WorkloadFloor    = "floor"
 	WorkloadHello    = "hello"
 	WorkloadOpenLoop = "openloop"
 	WorkloadFanOut   = "fanout"
@@ -35,7 +36,7 @@ const (
 )
 
 // Workloads lists every workload in the order Run runs them.
-var Workloads = []string{WorkloadHello, WorkloadOpenLoop, WorkloadFanOut, WorkloadLong, WorkloadStatus, WorkloadWatch, WorkloadMemory}
+var Workloads = []string{WorkloadFloor, WorkloadHello, WorkloadOpenLoop, WorkloadFanOut, WorkloadLong, WorkloadStatus, WorkloadWatch, WorkloadMemory}
 
 // Config sets what Run measures and how hard. DefaultConfig is the
 // default run; it takes about one and a half minutes on two cores.
@@ -79,6 +80,13 @@ type Config struct {
 	// OpTimeout bounds the wait for any one orchestration.
 	OpTimeout time.Duration
 
+	// floor: JetStream alone, on the same server: FloorPayload-byte
+	// messages published asynchronously, consumed and acked for
+	// FloorDuration, then FloorSyncPublishes synchronous publishes.
+	FloorDuration      time.Duration
+	FloorPayload       int
+	FloorSyncPublishes int
+
 	// hello: closed loop at each concurrency, for HelloDuration each, or
 	// for HelloCount orchestrations each if HelloCount > 0.
 	HelloConcurrency []int
@@ -102,8 +110,11 @@ type Config struct {
 	ColdEvents int
 
 	// status: StatusClients HTTP clients reading the status of
-	// StatusInstances completed instances for StatusDuration.
+	// StatusInstances completed instances for StatusDuration, as fast as
+	// they can (closed loop), then at each of StatusRates requests per
+	// second in all (open loop).
 	StatusClients int
+	StatusRates   []int
 	// StatusCache is the in-process API's status cache size, as the api
 	// binary's -status-cache (0: every GET reads the bucket).
 	StatusCache     int
@@ -130,25 +141,29 @@ type Config struct {
 // DefaultConfig returns the default run.
 func DefaultConfig() Config {
 	return Config{
-		Workers:           1,
-		Warmup:            100,
-		OpTimeout:         2 * time.Minute,
-		HelloConcurrency:  []int{1, 10, 100, 1000},
-		HelloDuration:     10 * time.Second,
-		OpenLoopRates:     []int{50, 100, 200, 400, 800, 1600, 3200},
-		OpenLoopStep:      3 * time.Second,
-		OpenLoopThreshold: 100 * time.Millisecond,
-		FanOut:            1000,
-		FanOutRuns:        3,
-		LongSteps:         2000,
-		ColdEvents:        10000,
-		StatusClients:     100,
-		StatusCache:       client.DefaultStatusCacheSize,
-		StatusDuration:    5 * time.Second,
-		StatusInstances:   100,
-		WatchConcurrency:  []int{1, 10},
-		WatchUpdates:      100,
-		MemoryInstances:   10000,
+		Workers:            1,
+		Warmup:             100,
+		OpTimeout:          2 * time.Minute,
+		HelloConcurrency:   []int{1, 10, 100, 1000},
+		HelloDuration:      10 * time.Second,
+		OpenLoopRates:      []int{50, 100, 200, 400, 800, 1600, 3200},
+		OpenLoopStep:       3 * time.Second,
+		OpenLoopThreshold:  100 * time.Millisecond,
+		FanOut:             1000,
+		FanOutRuns:         3,
+		LongSteps:          2000,
+		ColdEvents:         10000,
+		FloorDuration:      5 * time.Second,
+		FloorPayload:       256,
+		FloorSyncPublishes: 2000,
+		StatusClients:      100,
+		StatusRates:        []int{20000},
+		StatusCache:        client.DefaultStatusCacheSize,
+		StatusDuration:     5 * time.Second,
+		StatusInstances:    100,
+		WatchConcurrency:   []int{1, 10},
+		WatchUpdates:       100,
+		MemoryInstances:    10000,
 	}
 }
 
@@ -206,6 +221,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		name string
 		run  func(context.Context) []Result
 	}{
+		{WorkloadFloor, e.floor},
 		{WorkloadHello, e.hello},
 		{WorkloadOpenLoop, e.openLoop},
 		{WorkloadFanOut, e.fanOut},

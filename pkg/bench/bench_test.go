@@ -27,6 +27,8 @@ func tiny(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.Warmup = 5
 	cfg.OpTimeout = 30 * time.Second
+	cfg.FloorDuration = 300 * time.Millisecond
+	cfg.FloorSyncPublishes = 50
 	cfg.HelloConcurrency = []int{1, 10}
 	cfg.HelloCount = 20
 	cfg.OpenLoopRates = []int{20, 40}
@@ -38,6 +40,7 @@ func tiny(t *testing.T) Config {
 	cfg.StatusClients = 10
 	cfg.StatusDuration = 300 * time.Millisecond
 	cfg.StatusInstances = 5
+	cfg.StatusRates = []int{200}
 	cfg.WatchConcurrency = []int{1, 3}
 	cfg.WatchUpdates = 5
 	cfg.MemoryInstances = 50
@@ -93,6 +96,10 @@ func TestRunTiny(t *testing.T) {
 		}
 		return r
 	}
+	if r := wantCount(WorkloadFloor, 0, -1); r != nil && (r.Throughput <= 0 || r.Metrics["nats_msgs_in_per_item"] < 2) {
+		t.Errorf("floor: %v msgs/s, %v messages into the server per message", r.Throughput, r.Metrics["nats_msgs_in_per_item"])
+	}
+	wantCount(WorkloadFloor, 1, cfg.FloorSyncPublishes)
 	for i, c := range cfg.HelloConcurrency {
 		if r := wantCount(WorkloadHello, i, cfg.HelloCount); r != nil && (r.Concurrency != c || r.Throughput <= 0 || len(r.lat) != cfg.HelloCount) {
 			t.Errorf("hello %s: concurrency %d, throughput %v, %d latencies", r.Case, r.Concurrency, r.Throughput, len(r.lat))
@@ -118,6 +125,9 @@ func TestRunTiny(t *testing.T) {
 	}
 	if r := wantCount(WorkloadStatus, 0, -1); r != nil && (r.Count == 0 || r.Throughput <= 0) {
 		t.Errorf("status: %d requests, %v/s", r.Count, r.Throughput)
+	}
+	if r := wantCount(WorkloadStatus, 1, -1); r != nil && (r.Count == 0 || r.Metrics["offered_per_s"] != 200) {
+		t.Errorf("status at a fixed rate: %d requests, metrics %v", r.Count, r.Metrics)
 	}
 	for i, c := range cfg.WatchConcurrency {
 		// The watch may skip a record replaced before it was delivered,

@@ -54,7 +54,6 @@ type env struct {
 
 	apiURL  string
 	apiStop func()
-	http    *http.Client
 }
 
 type runningWorker struct {
@@ -255,14 +254,6 @@ func (e *env) stopWorkers() {
 // startAPI serves the HTTP API as cmd/api does, with its status cache,
 // unless the bench is given one.
 func (e *env) startAPI(ctx context.Context) error {
-	e.http = &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			MaxIdleConns:        1000,
-			MaxIdleConnsPerHost: 1000,
-			IdleConnTimeout:     time.Minute,
-		},
-	}
 	if e.cfg.APIURL != "" {
 		e.apiURL = e.cfg.APIURL
 		return nil
@@ -300,9 +291,6 @@ func (e *env) startAPI(ctx context.Context) error {
 func (e *env) close() {
 	if e.apiStop != nil {
 		e.apiStop()
-	}
-	if e.http != nil {
-		e.http.CloseIdleConnections()
 	}
 	if e.hub != nil {
 		e.hub.stop()

@@ -35,8 +35,8 @@ import (
 //  1. put the key in the bucket of the new status, and read the revision r
 //     of the key in the bucket of the previous status;
 //  2. write the status record;
-//  3. remove the key from the bucket of the previous status, purging only
-//     its versions up to r.
+//  3. remove the key from the bucket of the previous status, only if its
+//     latest version is still r.
 //
 // So the key of a record's status exists from before the record is
 // written: an instance is never missing from the index of its status. A
@@ -45,8 +45,14 @@ import (
 // skips those. Step 3's bound keeps a key that a later writer put for a
 // later record: that writer put it after step 2 of this one.
 //
-// Removals are stream purges, not KV deletes, so the index streams hold no
-// delete markers: a scan reads only keys of instances in that status.
+// A removal is a KV purge (a rollup of the key's subject) that expects
+// revision r and leaves a marker with a time to live of indexMarkerTTL:
+// one publish, where a stream purge is a JetStream API request, a JSON
+// reply and an advisory, and cost about 15 % of the engine's throughput
+// (docs/PERFORMANCE.md). So an index stream holds, besides the keys of
+// instances in its status, only the markers of the last indexMarkerTTL,
+// which a scan skips. A bucket provisioned before markers existed (no
+// LimitMarkerTTL) is served by stream purges instead, as before.
 
 // indexPrefix starts the name of every index bucket.
 const indexPrefix = "jetflow-index-"
@@ -62,10 +68,15 @@ var indexedStatuses = []messages.RuntimeStatus{
 
 // indexBucket is the bucket of one status and its stream.
 type indexBucket struct {
-	kv     jetstream.KeyValue
-	stream jetstream.Stream
-	subj   string // subject prefix of its keys
+	kv      jetstream.KeyValue
+	stream  jetstream.Stream
+	subj    string // subject prefix of its keys
+	markers bool   // purge markers may carry a time to live
 }
+
+// indexMarkerTTL is how long the marker of a removed index key stays in
+// its index stream. One second is the least nats-server accepts.
+const indexMarkerTTL = time.Second
 
 func (s *Store) openIndex(ctx context.Context) error {
 	s.index = map[messages.RuntimeStatus]*indexBucket{}
@@ -78,6 +89,8 @@ func (s *Store) openIndex(ctx context.Context) error {
 		if b.stream, err = s.js.Stream(ctx, "KV_"+IndexBucket(rs)); err != nil {
 			return fmt.Errorf("open index stream %s: %w", IndexBucket(rs), err)
 		}
+		cfg := b.stream.CachedInfo().Config
+		b.markers = cfg.AllowMsgTTL && cfg.SubjectDeleteMarkerTTL > 0
 		s.index[rs] = b
 	}
 	return nil
@@ -128,12 +141,17 @@ func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages
 	return key, e.Revision(), nil
 }
 
-// dropIndex does step 3: it removes versions up to rev of the key of the
-// previous status prev, once a record in status now is written. A failure
+// dropIndex does step 3: it removes the key of the previous status prev,
+// if its latest version is still rev, once a record in status now is
+// written. A later version, put by a later writer, is kept. A failure
 // leaves a stale key, which List skips.
 func (s *Store) dropIndex(ctx context.Context, tok string, prev, now messages.RuntimeStatus, rev uint64) {
 	from := s.index[prev]
 	if from == nil || prev == now || rev == 0 {
+		return
+	}
+	if from.markers {
+		_ = from.kv.Purge(ctx, tok, jetstream.LastRevision(rev), jetstream.PurgeTTL(indexMarkerTTL))
 		return
 	}
 	_ = from.stream.Purge(ctx, jetstream.WithPurgeSubject(from.subj+tok), jetstream.WithPurgeSequence(rev+1))

@@ -97,7 +97,8 @@ var allStatuses = []messages.RuntimeStatus{messages.StatusPending, messages.Stat
 
 // indexKeys returns the keys of the index buckets, as <status>.<key>, and
 // fails the test if an index stream holds anything but one message per
-// key (a delete marker, an old version).
+// subject: a key, or the purge marker of a key removed (which expires).
+// An old version or a plain delete marker fails it.
 func indexKeys(t testing.TB, js jetstream.JetStream) []string {
 	t.Helper()
 	ctx := context.Background()
@@ -107,19 +108,32 @@ func indexKeys(t testing.TB, js jetstream.JetStream) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys, err := kv.Keys(ctx)
-		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		w, err := kv.WatchAll(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range keys {
-			out = append(out, rs.String()+"."+k)
+		var keys, markers int
+	read:
+		for e := range w.Updates() {
+			switch {
+			case e == nil:
+				break read
+			case e.Operation() == jetstream.KeyValuePut:
+				out = append(out, rs.String()+"."+e.Key())
+				keys++
+			case e.Operation() == jetstream.KeyValuePurge:
+				markers++
+			default:
+				t.Errorf("index of %s: key %s is %s", rs, e.Key(), e.Operation())
+			}
 		}
+		_ = w.Stop()
 		st, err := kv.Status(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Values() != uint64(len(keys)) {
-			t.Errorf("index of %s holds %d messages for %d keys", rs, st.Values(), len(keys))
+		if st.Values() != uint64(keys+markers) {
+			t.Errorf("index of %s holds %d messages for %d keys and %d markers", rs, st.Values(), keys, markers)
 		}
 	}
 	sort.Strings(out)
@@ -555,5 +569,108 @@ func TestUnhintedWriteReadsFirst(t *testing.T) {
 	old := *st
 	if _, err := cold.PutStatus(ctx, &old, 0); !errors.Is(err, jetstore.ErrStale) {
 		t.Errorf("episode 1 at revision 0 over episode 2: %v, want ErrStale", err)
+	}
+}
+
+// TestIndexRemovalLeavesAnExpiringMarker: a status change removes the old
+// index key with a purge marker, not a stream purge, and the marker is
+// gone from the index stream within a few seconds (its time to live is
+// one second), leaving the stream empty.
+func TestIndexRemovalLeavesAnExpiringMarker(t *testing.T) {
+	ctx := context.Background()
+	s, js := open(t)
+	st := record("marked", messages.StatusPending, t0, "")
+	rev, err := s.CreateStatus(ctx, st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.RuntimeStatus, st.Episode = messages.StatusRunning, 1
+	if _, err := s.PutStatus(ctx, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(messages.StatusPending))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := pending.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("Pending index holds %d messages right after the change, want its marker", info.State.Msgs)
+	}
+	m, err := pending.GetLastMsgForSubject(ctx, "$KV."+jetstore.IndexBucket(messages.StatusPending)+".marked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op := m.Header.Get("KV-Operation"); op != "PURGE" || m.Header.Get("Nats-TTL") == "" {
+		t.Fatalf("Pending index message: KV-Operation %q, Nats-TTL %q; want a purge marker with a TTL", op, m.Header.Get("Nats-TTL"))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := pending.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Pending index still holds %d messages 10 s after the change", info.State.Msgs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.marked"}) {
+		t.Errorf("index keys %v, want [Running.marked]", keys)
+	}
+}
+
+// TestProvisionUpgradesIndexBuckets: index buckets made before removals
+// left expiring markers (no LimitMarkerTTL) are updated in place by
+// Provision, keeping their keys; a Store opened before the update still
+// works, by stream purges.
+func TestProvisionUpgradesIndexBuckets(t *testing.T) {
+	_, js := open(t)
+	ctx := context.Background()
+	for _, rs := range allStatuses {
+		if err := js.DeleteKeyValue(ctx, jetstore.IndexBucket(rs)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: jetstore.IndexBucket(rs), History: 1,
+			Storage: jetstream.MemoryStorage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := jetstore.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, old, record("before", messages.StatusRunning, t0, ""))
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.before"}) {
+		t.Fatalf("index keys %v before the upgrade, want [Running.before]", keys)
+	}
+	if err := jetstore.Provision(ctx, js, testConfig); err != nil {
+		t.Fatalf("provision over old index buckets: %v", err)
+	}
+	for _, rs := range allStatuses {
+		stream, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(rs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := stream.CachedInfo().Config; !cfg.AllowMsgTTL || cfg.SubjectDeleteMarkerTTL <= 0 {
+			t.Errorf("index of %s after the upgrade: AllowMsgTTL %v, SubjectDeleteMarkerTTL %v", rs, cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL)
+		}
+	}
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.before"}) {
+		t.Errorf("index keys %v after the upgrade, want [Running.before]", keys)
+	}
+	s, err := jetstore.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, record("after", messages.StatusCompleted, t0, ""))
+	ids, _ := listAll(t, s, jetstore.ListFilter{}, 10)
+	if !slices.Equal(sorted(ids), []string{"after", "before"}) {
+		t.Errorf("listed %v after the upgrade, want [after before]", ids)
 	}
 }

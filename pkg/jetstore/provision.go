@@ -172,7 +172,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 		{Bucket: messages.RegistryBucket, Description: "jetflow registered orchestrators and activities", History: 1},
 	}
 	for _, rs := range indexedStatuses {
-		buckets = append(buckets, jetstream.KeyValueConfig{Bucket: IndexBucket(rs), Description: "jetflow listing index: instances " + rs.String(), History: 1})
+		buckets = append(buckets, jetstream.KeyValueConfig{Bucket: IndexBucket(rs), Description: "jetflow listing index: instances " + rs.String(),
+			History: 1, LimitMarkerTTL: indexMarkerTTL})
 	}
 	for _, b := range buckets {
 		b.Storage, b.Replicas = storage, cfg.Replicas
