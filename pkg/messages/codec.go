@@ -53,11 +53,13 @@ func decode(b []byte, v any) (err error) {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	r := bytes.NewReader(b)
-	dec := msgpack.NewDecoder(r)
+	dec := msgpack.GetDecoder()
+	dec.Reset(r)
 	dec.DisallowUnknownFields(true)
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	msgpack.PutDecoder(dec) // not after a panic: that decoder is dropped
 	if r.Len() != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Len())
 	}
@@ -75,7 +77,11 @@ const maxDepth = 32
 // memory and kill the process.
 func checkLengths(b []byte) error {
 	r := bytes.NewReader(b)
-	return checkValue(msgpack.NewDecoder(r), r, 0)
+	d := msgpack.GetDecoder()
+	d.Reset(r)
+	err := checkValue(d, r, 0)
+	msgpack.PutDecoder(d)
+	return err
 }
 
 func checkValue(d *msgpack.Decoder, r *bytes.Reader, depth int) error {

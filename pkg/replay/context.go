@@ -102,7 +102,8 @@ type Context struct {
 	customStatus  []byte
 	continueAsNew []byte
 	continued     bool
-	logger        *zap.Logger
+	logger        *zap.Logger // made by Logger, on first use
+	logCore       zapcore.Core
 }
 
 // InstanceID returns the orchestration's instance ID.
@@ -139,7 +140,12 @@ func (c *Context) NewGUID() string {
 }
 
 // Logger returns a logger that is silent while the orchestrator replays.
-func (c *Context) Logger() *zap.Logger { return c.logger }
+func (c *Context) Logger() *zap.Logger {
+	if c.logger == nil {
+		c.logger = zap.New(replayCore{Core: c.logCore, c: c})
+	}
+	return c.logger
+}
 
 // SetCustomStatus sets the custom status to the JSON form of v; nil clears
 // it. The last value set before the orchestrator awaits an unfinished task,

@@ -92,7 +92,7 @@ func New(fn Orchestrator, opts Options) *Instance {
 		seen:        map[string]struct{}{},
 	}
 	in.ctx = &Context{in: in}
-	in.ctx.logger = zap.New(replayCore{Core: opts.Logger.Core(), c: in.ctx})
+	in.ctx.logCore = opts.Logger.Core()
 	return in
 }
 
@@ -180,8 +180,10 @@ func (in *Instance) setStart(e *messages.Event) {
 func (in *Instance) Step(now time.Time, incoming []messages.Event) (*Episode, error) {
 	c := in.ctx
 	c.replaying = false
-	start := messages.Event{Type: messages.EventOrchestratorStarted, Timestamp: now}
-	ep := &Episode{}
+	// Events are OrchestratorStarted, the incoming events that apply, the
+	// actions, the final event and OrchestratorCompleted: room for all.
+	ep := &Episode{Events: make([]messages.Event, 1, len(incoming)+len(in.pendingOrder)+3)}
+	ep.Events[0] = messages.Event{Type: messages.EventOrchestratorStarted, Timestamp: now}
 	prevNow := c.now
 	c.now = now
 	for i := range incoming {
@@ -197,9 +199,9 @@ func (in *Instance) Step(now time.Time, incoming []messages.Event) (*Episode, er
 			ep.Events = append(ep.Events, e)
 		}
 	}
-	if len(ep.Events) == 0 {
+	if len(ep.Events) == 1 {
 		c.now = prevNow
-		return ep, nil
+		return &Episode{}, nil
 	}
 	in.lastSent = nil
 	for _, seq := range slices.Clone(in.pendingOrder) {
@@ -226,7 +228,6 @@ func (in *Instance) Step(now time.Time, incoming []messages.Event) (*Episode, er
 		}
 		in.csLast = cs
 	}
-	ep.Events = append([]messages.Event{start}, ep.Events...)
 	ep.Events = append(ep.Events, done)
 	in.episodes++
 	return ep, nil

@@ -28,10 +28,10 @@ func (w *Worker) handleActivity(ctx context.Context, msg jetstream.Msg) {
 	w.countRedelivery(msg, messages.ActivityStream)
 	hdr := msg.Headers()
 	orch := hdr.Get(telemetry.HeaderOrchestrator)
-	log := w.log.With(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name),
+	log := w.log.WithLazy(zap.String("instanceId", t.InstanceID), zap.String("activity", t.Name),
 		zap.Int32("taskId", t.TaskID), zap.Int("attempt", t.Attempt))
 	if orch != "" {
-		log = log.With(zap.String("orchestrator", orch))
+		log = log.WithLazy(zap.String("orchestrator", orch))
 	}
 	ctx, span := w.tracer.Start(telemetry.Extract(ctx, hdr), "activity", trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()

@@ -645,7 +645,7 @@ func (w *Worker) load(ctx context.Context, work *messages.OrchestratorWork, atte
 		if !ok {
 			return nil, nil, nil, fmt.Errorf("orchestrator %q is not registered on this worker", name)
 		}
-		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.With(zap.String("instanceId", id), zap.String("orchestrator", name))})
+		inst := replay.New(fn, replay.Options{MaxCustomStatusBytes: w.opts.MaxCustomStatusBytes, Logger: w.log.WithLazy(zap.String("instanceId", id), zap.String("orchestrator", name))})
 		e := &entry{id: id, inst: inst}
 		if isStart && len(history) == 0 && work.StatusRev != 0 {
 			// The dispatcher's Pending record: the first status write
