@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/jetflow/jetflow/pkg/client"
+	"github.com/jetflow/jetflow/pkg/worker"
 )
 
 // Workload names, in the order they run.
@@ -293,8 +294,8 @@ func (e *env) meta(began time.Time) Meta {
 		Storage:             storage,
 		Durability:          e.durability,
 		Workers:             len(e.workers),
-		WorkerConcurrency:   orDefault(opt.Concurrency, 64),
-		ActivityConcurrency: orDefault(opt.ActivityConcurrency, 64),
+		WorkerConcurrency:   orDefault(opt.Concurrency, worker.DefaultConcurrency),
+		ActivityConcurrency: orDefault(opt.ActivityConcurrency, worker.DefaultActivityConcurrency),
 		External:            e.cfg.External,
 		LoadAvgStart:        loadAvg(),
 	}

@@ -202,8 +202,8 @@ func RunWorker(ctx context.Context, args []string, reg *worker.Registry) error {
 	var c common
 	c.register(fs)
 	var o worker.Options
-	fs.IntVar(&o.Concurrency, "concurrency", 64, "orchestrator episodes run at once")
-	fs.IntVar(&o.ActivityConcurrency, "activity-concurrency", 64, "activities run at once")
+	fs.IntVar(&o.Concurrency, "concurrency", worker.DefaultConcurrency, "orchestrator episodes run at once")
+	fs.IntVar(&o.ActivityConcurrency, "activity-concurrency", worker.DefaultActivityConcurrency, "activities run at once")
 	fs.IntVar(&o.CacheSize, "cache-size", 10000, "instances kept replayed in memory (negative: none)")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 10*time.Second, "how long an idle instance stays replayed in memory; later work replays it from history (negative: until the cache is full)")
 	fs.IntVar(&o.MaxCustomStatusBytes, "max-custom-status", 0, "custom status limit in bytes of UTF-16 JSON text (0: 16 KB)")

@@ -267,11 +267,19 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		ok, err := c.Store().Registered(ctx, jetstore.KindOrchestrator, "E1_HelloSequence")
 		return err == nil && ok
 	})
-	const n = 600 // enough that the worker is still busy when the SIGTERM lands
+	// The worker is paused while the instances start, so that it does not
+	// keep up with the starts and the SIGTERM lands with most of them to do.
+	if err := worker1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	const n = 600
 	for i := range n {
 		if _, err := c.Start(ctx, "E1_HelloSequence", fmt.Sprintf("term-%03d", i), nil); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := worker1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
 	}
 	completed := func() int {
 		page, _, err := c.List(ctx, client.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusCompleted}}, 1000, "")
@@ -280,7 +288,14 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		}
 		return len(page)
 	}
-	waitFor(t, 60*time.Second, "10 completions", func() bool { return completed() >= 10 })
+	// SIGTERM as soon as the first instance started completes: a watch, not
+	// a poll, so that most of the run is still to do.
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	_, err = c.WaitForCompletion(wctx, "term-000")
+	wcancel()
+	if err != nil {
+		t.Fatalf("first instance: %v", err)
+	}
 	if err := worker1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +312,9 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		t.Fatalf("every instance completed before the SIGTERM took effect")
 	}
 	t.Logf("SIGTERM with %d of %d completed", atStop, n)
-	startProc(t, "worker", "--server", url)
+	// The next worker takes small batches too: the ack wait is 2 s, and
+	// work fetched but not yet run past it would be redelivered.
+	startProc(t, "worker", "--server", url, "-concurrency", "4", "-activity-concurrency", "4")
 	waitFor(t, 60*time.Second, "every instance to complete", func() bool { return completed() >= n })
 	for _, s := range []struct{ stream, consumer string }{
 		{messages.OrchestratorStream, jetstore.OrchestratorConsumer},
