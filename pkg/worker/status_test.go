@@ -184,10 +184,10 @@ func TestLostStatusWriteIsRepaired(t *testing.T) {
 	}
 }
 
-// TestLateWorkAfterPurgeDoesNotResurrect: an instance finishes and is
-// purged while a worker still holds it hot. A late duplicate of its last
-// work item must not write back a status record claiming a history that
-// no longer exists.
+// TestLateWorkAfterPurgeDoesNotResurrect: an instance finishes, and the
+// worker does not keep the finished run in memory. The instance is purged.
+// A late duplicate of its last work item must not write back a status
+// record claiming a history that no longer exists.
 func TestLateWorkAfterPurgeDoesNotResurrect(t *testing.T) {
 	e := newEnv(t)
 	w := e.newWorker(helloRegistry(t, true, newCounter()), worker.Options{Logger: nopLogger})
@@ -197,8 +197,8 @@ func TestLateWorkAfterPurgeDoesNotResurrect(t *testing.T) {
 	st := e.wait(id, 30*time.Second)
 	checkCompleted(t, st)
 	e.eventually("every work item acknowledged", 20*time.Second, e.orchDrained)
-	if n := worker.CacheLen(w); n != 1 {
-		t.Fatalf("worker holds %d instances hot, want 1", n)
+	if n := worker.CacheLen(w); n != 0 {
+		t.Fatalf("worker holds %d instances hot after the run finished, want 0", n)
 	}
 	if err := e.client.Purge(context.Background(), id); err != nil {
 		t.Fatal(err)

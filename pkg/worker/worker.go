@@ -531,7 +531,15 @@ func (w *Worker) checkBehind(ctx context.Context, e *entry, history, incoming []
 // keep puts an entry back in the cache with the trace context of the
 // episode that last touched it, which later work from outside the run's
 // trace continues.
+//
+// A run that has finished is closed instead: no step can change it any
+// more (late work for it is checked against history), and kept it would
+// only hold memory that every garbage collection scans.
 func (w *Worker) keep(ctx context.Context, e *entry) {
+	if e.inst.Final() != nil {
+		e.inst.Close()
+		return
+	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		e.trace = sc
 	}
