@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,9 @@ import (
 
 // floorStream is the stream the floor workload makes, and deletes after.
 const floorStream = "JETFLOW_BENCH_FLOOR"
+
+// floorWindow is how many asynchronous publishes may await their ack.
+const floorWindow = 256
 
 // floor measures what JetStream itself does on this server, with no
 // jetflow code in the way, so that jetflow's figures can be read against
@@ -23,11 +27,15 @@ func (e *env) floor(ctx context.Context) []Result {
 	if e.cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
-	pnc, pjs, err := e.connect("jetflow-bench-floor-pub")
+	pnc, _, err := e.connect("jetflow-bench-floor-pub")
 	if err != nil {
 		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
 	}
 	defer pnc.Close()
+	pjs, err := jetstream.New(pnc, jetstream.WithPublishAsyncMaxPending(floorWindow))
+	if err != nil {
+		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+	}
 	cnc, cjs, err := e.connect("jetflow-bench-floor-sub")
 	if err != nil {
 		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
@@ -45,7 +53,7 @@ func (e *env) floor(ctx context.Context) []Result {
 // floorThroughput publishes for FloorDuration and counts the messages
 // acknowledged; the rate is over the time until the last one is.
 func (e *env) floorThroughput(ctx context.Context, pjs, cjs jetstream.JetStream, stream jetstream.Stream, payload []byte) Result {
-	r := Result{Case: "publish, consume, ack", Concurrency: 256,
+	r := Result{Case: "publish, consume, ack", Concurrency: floorWindow,
 		LatencyOf: "publish to ack: from the asynchronous publish to the consumer acking the message"}
 	if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "floor", AckPolicy: jetstream.AckExplicitPolicy,
 		MaxAckPending: 20000}); err != nil {
@@ -85,7 +93,17 @@ func (e *env) floorThroughput(ctx context.Context, pjs, cjs jetstream.JetStream,
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		b := make([]byte, max(len(payload), 8))
 		binary.LittleEndian.PutUint64(b, uint64(time.Now().UnixNano()))
-		if _, err := pjs.PublishAsync(fmt.Sprintf("jetflow-bench-floor.%d", published%100), b); err != nil {
+		_, err := pjs.PublishAsync(fmt.Sprintf("jetflow-bench-floor.%d", published%100), b)
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			// The window stayed full (slow acks, as with fsync on every
+			// write): wait for it to empty, and send this one again.
+			select {
+			case <-pjs.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+			}
+			continue
+		}
+		if err != nil {
 			rec.fail(err)
 			break
 		}
