@@ -96,7 +96,9 @@ func TestRunTiny(t *testing.T) {
 		}
 		return r
 	}
-	if r := wantCount(WorkloadFloor, 0, -1); r != nil && (r.Throughput <= 0 || r.Metrics["nats_msgs_in_per_item"] < 2) {
+	// Each message is a publish and an ack into the server; the last acks
+	// may still be on their way when the counters are read.
+	if r := wantCount(WorkloadFloor, 0, -1); r != nil && (r.Throughput <= 0 || r.Metrics["nats_msgs_in_per_item"] < 1.5) {
 		t.Errorf("floor: %v msgs/s, %v messages into the server per message", r.Throughput, r.Metrics["nats_msgs_in_per_item"])
 	}
 	wantCount(WorkloadFloor, 1, cfg.FloorSyncPublishes)

@@ -22,15 +22,23 @@ import (
 //
 // For every runtime status there is a KV bucket, jetflow-index-<Status>,
 // holding one key per instance in that status: the instance token, whose
-// value is an indexEntry. Listing the instances in a status reads that
-// bucket's stream from the start (or from where a continuation token left
-// off) and stops when the page is full, without reading any other record
-// and without a subject filter. (One bucket keyed <Status>.<instance>
-// would need a wildcard filter, which nats-server's memory store serves by
-// scanning every message of the other statuses.)
+// value is an indexEntry. One exception: Running instances are kept in
+// the bucket of Pending, jetflow-index-Pending, which thus holds every
+// instance that has started and not finished (nor been suspended). A run's
+// start, Pending to Running, then changes no index key at all; List keeps
+// the hits whose record is in the status listed. The bucket
+// jetflow-index-Running is still provisioned and read by List, for keys
+// written before this layout, but no longer written.
+//
+// Listing the instances in a status reads its bucket's stream from the
+// start (or from where a continuation token left off) and stops when the
+// page is full, without reading any other record and without a subject
+// filter. (One bucket keyed <Status>.<instance> would need a wildcard
+// filter, which nats-server's memory store serves by scanning every
+// message of the other statuses.)
 //
 // The status writers (CreateStatus, PutStatus) maintain it when the
-// runtime status changes, in this order:
+// record moves to another bucket, in this order:
 //
 //  1. put the key in the bucket of the new status, and read the revision r
 //     of the key in the bucket of the previous status;
@@ -48,11 +56,10 @@ import (
 // A removal is a KV purge (a rollup of the key's subject) that expects
 // revision r and leaves a marker with a time to live of indexMarkerTTL:
 // one publish, where a stream purge is a JetStream API request, a JSON
-// reply and an advisory, and cost about 15 % of the engine's throughput
-// (docs/PERFORMANCE.md). So an index stream holds, besides the keys of
-// instances in its status, only the markers of the last indexMarkerTTL,
-// which a scan skips. A bucket provisioned before markers existed (no
-// LimitMarkerTTL) is served by stream purges instead, as before.
+// reply and an advisory. So an index stream holds, besides its keys, only
+// the markers of the last indexMarkerTTL, which a scan skips. A bucket
+// provisioned before markers existed (no LimitMarkerTTL) is served by
+// stream purges instead, as before.
 
 // indexPrefix starts the name of every index bucket.
 const indexPrefix = "jetflow-index-"
@@ -78,8 +85,16 @@ type indexBucket struct {
 // its index stream. One second is the least nats-server accepts.
 const indexMarkerTTL = time.Second
 
+// writtenIn is the status whose bucket holds the keys of status rs.
+func writtenIn(rs messages.RuntimeStatus) messages.RuntimeStatus {
+	if rs == messages.StatusRunning {
+		return messages.StatusPending
+	}
+	return rs
+}
+
 func (s *Store) openIndex(ctx context.Context) error {
-	s.index = map[messages.RuntimeStatus]*indexBucket{}
+	own := map[messages.RuntimeStatus]*indexBucket{}
 	for _, rs := range indexedStatuses {
 		b := &indexBucket{subj: "$KV." + IndexBucket(rs) + "."}
 		var err error
@@ -91,7 +106,18 @@ func (s *Store) openIndex(ctx context.Context) error {
 		}
 		cfg := b.stream.CachedInfo().Config
 		b.markers = cfg.AllowMsgTTL && cfg.SubjectDeleteMarkerTTL > 0
-		s.index[rs] = b
+		own[rs] = b
+	}
+	// index: where writers put the key of each status; sources: what List
+	// reads for each, that bucket first.
+	s.index = map[messages.RuntimeStatus]*indexBucket{}
+	s.sources = map[messages.RuntimeStatus][]*indexBucket{}
+	for _, rs := range indexedStatuses {
+		s.index[rs] = own[writtenIn(rs)]
+		s.sources[rs] = []*indexBucket{own[writtenIn(rs)]}
+		if writtenIn(rs) != rs {
+			s.sources[rs] = append(s.sources[rs], own[rs])
+		}
 	}
 	return nil
 }
@@ -111,8 +137,8 @@ type indexEntry struct {
 // none), which it reads unless prevKey gives it.
 func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages.RuntimeStatus, prevKey uint64) (key, old uint64, err error) {
 	to := s.index[st.RuntimeStatus]
-	if prev == st.RuntimeStatus {
-		return prevKey, 0, nil
+	if prev == st.RuntimeStatus || to != nil && s.index[prev] == to {
+		return prevKey, 0, nil // the key stays where it is
 	}
 	if to == nil {
 		return 0, 0, nil
@@ -147,7 +173,7 @@ func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages
 // leaves a stale key, which List skips.
 func (s *Store) dropIndex(ctx context.Context, tok string, prev, now messages.RuntimeStatus, rev uint64) {
 	from := s.index[prev]
-	if from == nil || prev == now || rev == 0 {
+	if from == nil || from == s.index[now] || rev == 0 {
 		return
 	}
 	if from.markers {
@@ -236,30 +262,39 @@ func (f *ListFilter) createdIn(t time.Time) bool {
 	return (f.CreatedFrom.IsZero() || !t.Before(f.CreatedFrom)) && (f.CreatedTo.IsZero() || !t.After(f.CreatedTo))
 }
 
-// A continuation token names the status being listed and the sequence of
-// the last key listed in its index stream.
-func encodeListToken(rs messages.RuntimeStatus, seq uint64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("i%d.%d", rs, seq)))
+// A continuation token names the status being listed, which of its index
+// streams (0 for the first, which it names only when it is not 0), and
+// the sequence of the last key listed in that stream.
+func encodeListToken(rs messages.RuntimeStatus, src int, seq uint64) string {
+	t := fmt.Sprintf("i%d.%d", rs, seq)
+	if src > 0 {
+		t += fmt.Sprintf(".%d", src)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(t))
 }
 
-func decodeListToken(tok string) (messages.RuntimeStatus, uint64, error) {
+func decodeListToken(tok string) (messages.RuntimeStatus, int, uint64, error) {
 	if tok == "" {
-		return messages.StatusInvalid, 0, nil
+		return messages.StatusInvalid, 0, 0, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) < 4 || b[0] != 'i' {
-		return 0, 0, ErrBadToken
+		return 0, 0, 0, ErrBadToken
 	}
-	st, sq, ok := strings.Cut(string(b[1:]), ".")
-	if !ok {
-		return 0, 0, ErrBadToken
+	parts := strings.Split(string(b[1:]), ".")
+	if len(parts) != 2 && len(parts) != 3 {
+		return 0, 0, 0, ErrBadToken
 	}
-	rs, err1 := strconv.ParseUint(st, 10, 8)
-	seq, err2 := strconv.ParseUint(sq, 10, 64)
-	if err1 != nil || err2 != nil || !messages.RuntimeStatus(rs).Valid() {
-		return 0, 0, ErrBadToken
+	rs, err1 := strconv.ParseUint(parts[0], 10, 8)
+	seq, err2 := strconv.ParseUint(parts[1], 10, 64)
+	src, err3 := uint64(0), error(nil)
+	if len(parts) == 3 {
+		src, err3 = strconv.ParseUint(parts[2], 10, 8)
 	}
-	return messages.RuntimeStatus(rs), seq, nil
+	if err1 != nil || err2 != nil || err3 != nil || !messages.RuntimeStatus(rs).Valid() {
+		return 0, 0, 0, ErrBadToken
+	}
+	return messages.RuntimeStatus(rs), int(src), seq, nil
 }
 
 // indexHit is an index key that passed the filters List can apply to it.
@@ -287,7 +322,7 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 	if pageSize <= 0 {
 		pageSize = 100
 	}
-	from, after, err := decodeListToken(token)
+	from, fromSrc, after, err := decodeListToken(token)
 	if err != nil {
 		return nil, "", err
 	}
@@ -299,21 +334,33 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 	if f.IDPrefix != "" {
 		prefix = messages.Token(f.IDPrefix)
 	}
+	// The streams to read, in order: each selected status's sources.
+	type source struct {
+		rs  messages.RuntimeStatus
+		src int
+		b   *indexBucket
+	}
+	var sources []source
+	for _, rs := range statuses {
+		for i, b := range s.sources[rs] {
+			sources = append(sources, source{rs, i, b})
+		}
+	}
 	if from != messages.StatusInvalid {
-		i := slices.Index(statuses, from)
+		i := slices.IndexFunc(sources, func(x source) bool { return x.rs == from && x.src == fromSrc })
 		if i < 0 {
 			return nil, "", ErrBadToken
 		}
-		statuses = statuses[i:]
+		sources = sources[i:]
 	}
 	page := make([]*messages.Status, 0, pageSize)
 	listed := map[string]bool{}
-	for i, rs := range statuses {
+	for i, x := range sources {
 		start := uint64(1)
-		if rs == from {
+		if x.rs == from && x.src == fromSrc {
 			start = after + 1
 		}
-		last, more, err := s.listStatus(ctx, rs, start, &f, prefix, pageSize, &page, listed)
+		last, more, err := s.listStatus(ctx, x.rs, x.b, start, &f, prefix, pageSize, &page, listed)
 		if err != nil {
 			return nil, "", err
 		}
@@ -321,9 +368,9 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 			continue
 		}
 		if !more {
-			// The page ends with this status: is anything left after it?
-			for _, next := range statuses[i+1:] {
-				info, err := s.index[next].stream.Info(ctx)
+			// The page ends with this stream: is anything left after it?
+			for _, next := range sources[i+1:] {
+				info, err := next.b.stream.Info(ctx)
 				if err != nil {
 					return nil, "", fmt.Errorf("list: %w", err)
 				}
@@ -336,17 +383,17 @@ func (s *Store) List(ctx context.Context, f ListFilter, pageSize int, token stri
 		if !more {
 			return page, "", nil
 		}
-		return page, encodeListToken(rs, last), nil
+		return page, encodeListToken(x.rs, x.src, last), nil
 	}
 	return page, "", nil
 }
 
-// listStatus adds to page the hits of the index of rs from sequence start
-// until the page is full or the index ends. It returns the sequence of the
-// last key it listed and whether the index holds keys after it.
-func (s *Store) listStatus(ctx context.Context, rs messages.RuntimeStatus, start uint64, f *ListFilter, prefix string,
+// listStatus adds to page the hits in status rs of index bucket b from
+// sequence start until the page is full or the index ends. It returns the
+// sequence of the last key it listed and whether the index holds keys
+// after it.
+func (s *Store) listStatus(ctx context.Context, rs messages.RuntimeStatus, b *indexBucket, start uint64, f *ListFilter, prefix string,
 	pageSize int, page *[]*messages.Status, listed map[string]bool) (uint64, bool, error) {
-	b := s.index[rs]
 	cons, err := b.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       start,

@@ -95,6 +95,52 @@ func sorted(ids []string) []string {
 var allStatuses = []messages.RuntimeStatus{messages.StatusPending, messages.StatusRunning, messages.StatusCompleted,
 	messages.StatusContinuedAsNew, messages.StatusFailed, messages.StatusTerminated, messages.StatusSuspended}
 
+// keyIn is the status whose index bucket holds the keys of status rs:
+// Running instances are kept with the Pending ones.
+func keyIn(rs messages.RuntimeStatus) string {
+	if rs == messages.StatusRunning {
+		return messages.StatusPending.String()
+	}
+	return rs.String()
+}
+
+// waitForMarkers waits until the purge markers in the index streams have
+// expired (their time to live is one second), so that a listing sees
+// only keys.
+func waitForMarkers(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		markers := 0
+		for _, rs := range allStatuses {
+			kv, err := js.KeyValue(context.Background(), jetstore.IndexBucket(rs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := kv.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, err := kv.ListKeys(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for range keys.Keys() {
+				n++
+			}
+			markers += int(st.Values()) - n
+		}
+		if markers == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d index markers still there after 10 s", markers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // indexKeys returns the keys of the index buckets, as <status>.<key>, and
 // fails the test if an index stream holds anything but one message per
 // subject: a key, or the purge marker of a key removed (which expires).
@@ -144,7 +190,7 @@ func indexKeys(t testing.TB, js jetstream.JetStream) []string {
 // come in three pages, each once; with no filter, all 250 in three pages of
 // 100. A page that ends exactly at the last match is the last page.
 func TestListPages(t *testing.T) {
-	s, _ := open(t)
+	s, js := open(t)
 	var running, all []string
 	for i := range 250 {
 		id := fmt.Sprintf("inst-%03d", i)
@@ -156,6 +202,7 @@ func TestListPages(t *testing.T) {
 		create(t, s, record(id, rs, t0.Add(time.Duration(i)*time.Second), ""))
 		all = append(all, id)
 	}
+	waitForMarkers(t, js)
 	onlyRunning := jetstore.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusRunning}}
 	ids, pages := listAll(t, s, onlyRunning, 30)
 	if pages != 3 || !slices.Equal(sorted(ids), running) {
@@ -212,8 +259,8 @@ func TestListFollowsStatusChanges(t *testing.T) {
 				t.Errorf("%s listed under %s: %v, want %v", id, rs, got, rs == want)
 			}
 		}
-		if keys := indexKeys(t, js); !slices.Equal(keys, []string{want.String() + ".moving"}) {
-			t.Errorf("index keys %v, want only %s.moving", keys, want)
+		if keys := indexKeys(t, js); !slices.Equal(keys, []string{keyIn(want) + ".moving"}) {
+			t.Errorf("index keys %v, want only %s.moving", keys, keyIn(want))
 		}
 	}
 	st := record("moving", messages.StatusPending, t0, "")
@@ -507,7 +554,7 @@ func TestHintedWritesKeepTheIndex(t *testing.T) {
 		if rev, err = worker.PutStatus(ctx, st, rev); err != nil {
 			t.Fatalf("put %s: %v", rs, err)
 		}
-		want(rs.String() + ".hinted")
+		want(keyIn(rs) + ".hinted")
 	}
 
 	// A stale hint (an old revision) on a third Store: the write is
@@ -540,7 +587,7 @@ func TestUnhintedWriteReadsFirst(t *testing.T) {
 	s, js := open(t)
 	st := record("cold", messages.StatusRunning, t0, "")
 	rev := create(t, s, st)
-	stream, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(messages.StatusRunning))
+	stream, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(messages.StatusPending)) // Running keys are there
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,9 +619,10 @@ func TestUnhintedWriteReadsFirst(t *testing.T) {
 	}
 }
 
-// TestIndexRemovalLeavesAnExpiringMarker: a status change removes the old
-// index key with a purge marker, not a stream purge, and the marker is
-// gone from the index stream within a few seconds (its time to live is
+// TestIndexRemovalLeavesAnExpiringMarker: a run's start (Pending to
+// Running) leaves its index key where it is, in the Pending bucket. Its end
+// removes that key with a purge marker, not a stream purge, and the marker
+// is gone from the index stream within a few seconds (its time to live is
 // one second), leaving the stream empty.
 func TestIndexRemovalLeavesAnExpiringMarker(t *testing.T) {
 	ctx := context.Background()
@@ -582,10 +630,6 @@ func TestIndexRemovalLeavesAnExpiringMarker(t *testing.T) {
 	st := record("marked", messages.StatusPending, t0, "")
 	rev, err := s.CreateStatus(ctx, st, 0)
 	if err != nil {
-		t.Fatal(err)
-	}
-	st.RuntimeStatus, st.Episode = messages.StatusRunning, 1
-	if _, err := s.PutStatus(ctx, st, rev); err != nil {
 		t.Fatal(err)
 	}
 	pending, err := js.Stream(ctx, "KV_"+jetstore.IndexBucket(messages.StatusPending))
@@ -596,8 +640,27 @@ func TestIndexRemovalLeavesAnExpiringMarker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keyed := info.State.LastSeq
+	st.RuntimeStatus, st.Episode = messages.StatusRunning, 1
+	if rev, err = s.PutStatus(ctx, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = pending.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.State.LastSeq != keyed || info.State.Msgs != 1 {
+		t.Fatalf("Pending index after the start: last sequence %d (was %d), %d messages; want the key untouched",
+			info.State.LastSeq, keyed, info.State.Msgs)
+	}
+	st.RuntimeStatus, st.Episode = messages.StatusCompleted, 2
+	if _, err := s.PutStatus(ctx, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = pending.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if info.State.Msgs != 1 {
-		t.Fatalf("Pending index holds %d messages right after the change, want its marker", info.State.Msgs)
+		t.Fatalf("Pending index holds %d messages right after the run ended, want its marker", info.State.Msgs)
 	}
 	m, err := pending.GetLastMsgForSubject(ctx, "$KV."+jetstore.IndexBucket(messages.StatusPending)+".marked")
 	if err != nil {
@@ -620,8 +683,8 @@ func TestIndexRemovalLeavesAnExpiringMarker(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.marked"}) {
-		t.Errorf("index keys %v, want [Running.marked]", keys)
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Completed.marked"}) {
+		t.Errorf("index keys %v, want [Completed.marked]", keys)
 	}
 }
 
@@ -646,8 +709,8 @@ func TestProvisionUpgradesIndexBuckets(t *testing.T) {
 		t.Fatal(err)
 	}
 	create(t, old, record("before", messages.StatusRunning, t0, ""))
-	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.before"}) {
-		t.Fatalf("index keys %v before the upgrade, want [Running.before]", keys)
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Pending.before"}) {
+		t.Fatalf("index keys %v before the upgrade, want [Pending.before]", keys)
 	}
 	if err := jetstore.Provision(ctx, js, testConfig); err != nil {
 		t.Fatalf("provision over old index buckets: %v", err)
@@ -661,16 +724,42 @@ func TestProvisionUpgradesIndexBuckets(t *testing.T) {
 			t.Errorf("index of %s after the upgrade: AllowMsgTTL %v, SubjectDeleteMarkerTTL %v", rs, cfg.AllowMsgTTL, cfg.SubjectDeleteMarkerTTL)
 		}
 	}
-	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Running.before"}) {
-		t.Errorf("index keys %v after the upgrade, want [Running.before]", keys)
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Pending.before"}) {
+		t.Errorf("index keys %v after the upgrade, want [Pending.before]", keys)
 	}
 	s, err := jetstore.Open(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	create(t, s, record("after", messages.StatusCompleted, t0, ""))
-	ids, _ := listAll(t, s, jetstore.ListFilter{}, 10)
-	if !slices.Equal(sorted(ids), []string{"after", "before"}) {
-		t.Errorf("listed %v after the upgrade, want [after before]", ids)
+	// A Running instance indexed as before Running keys moved to the
+	// Pending bucket: its key is in jetflow-index-Running, which List
+	// still reads.
+	create(t, s, record("legacy", messages.StatusRunning, t0, ""))
+	pendingKV, err := js.KeyValue(ctx, jetstore.IndexBucket(messages.StatusPending))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := pendingKV.Get(ctx, "legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pendingKV.Purge(ctx, "legacy"); err != nil {
+		t.Fatal(err)
+	}
+	runningKV, err := js.KeyValue(ctx, jetstore.IndexBucket(messages.StatusRunning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runningKV.Put(ctx, "legacy", e.Value()); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := listAll(t, s, jetstore.ListFilter{}, 1)
+	if !slices.Equal(sorted(ids), []string{"after", "before", "legacy"}) {
+		t.Errorf("listed %v after the upgrade, want [after before legacy]", ids)
+	}
+	ids, _ = listAll(t, s, jetstore.ListFilter{Statuses: []messages.RuntimeStatus{messages.StatusRunning}}, 1)
+	if !slices.Equal(sorted(ids), []string{"before", "legacy"}) {
+		t.Errorf("listed %v as Running, want [before legacy]", ids)
 	}
 }

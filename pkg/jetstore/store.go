@@ -18,7 +18,8 @@ type Store struct {
 	status   jetstream.KeyValue
 	registry jetstream.KeyValue
 	hstream  jetstream.Stream
-	index    map[messages.RuntimeStatus]*indexBucket
+	index    map[messages.RuntimeStatus]*indexBucket   // where each status's keys are written
+	sources  map[messages.RuntimeStatus][]*indexBucket // what List reads for each status
 	known    *knownStatuses
 }
 
