@@ -300,8 +300,7 @@ func subjectInstance(subject string) string {
 }
 
 func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, error) {
-	generated := c.Kind == messages.CmdStart && c.InstanceID == ""
-	if generated {
+	if c.Kind == messages.CmdStart && c.InstanceID == "" {
 		c.InstanceID = messages.NewID()
 	}
 	if err := messages.ValidateInstanceID(c.InstanceID); err != nil {
@@ -315,7 +314,7 @@ func (d *Dispatcher) execute(ctx context.Context, c *messages.Command) (string, 
 	}
 	switch c.Kind {
 	case messages.CmdStart:
-		return c.InstanceID, d.start(ctx, c, generated)
+		return c.InstanceID, d.start(ctx, c)
 	case messages.CmdPurge:
 		return c.InstanceID, d.purge(ctx, c.InstanceID)
 	case messages.CmdRestart:
@@ -389,9 +388,10 @@ func (d *Dispatcher) publishWork(ctx context.Context, w *messages.OrchestratorWo
 // An ID in use by a run that has not finished is a conflict; the ID of a
 // finished run is reused for a fresh run.
 //
-// generated says the dispatcher made the instance ID up: no record can
-// exist, so the first try creates the record without reading it first.
-func (d *Dispatcher) start(ctx context.Context, c *messages.Command, generated bool) error {
+// The first try creates the record without reading it, as for a new ID
+// (as every ID the dispatcher makes up is); then up to three tries read
+// the record and decide.
+func (d *Dispatcher) start(ctx context.Context, c *messages.Command) error {
 	if err := messages.ValidateName(c.Name); err != nil {
 		return fail(messages.CodeBadRequest, "orchestrator %v", err)
 	}
@@ -405,17 +405,26 @@ func (d *Dispatcher) start(ctx context.Context, c *messages.Command, generated b
 	now := d.opts.Now().UTC()
 	st := &messages.Status{InstanceID: c.InstanceID, Name: c.Name, ExecutionID: messages.NewID(),
 		RuntimeStatus: messages.StatusPending, Input: input, CreatedAt: now, LastUpdatedAt: now}
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 4; attempt++ {
 		var (
 			cur *messages.Status
 			rev uint64
 			err error
 		)
-		if generated && attempt == 0 {
-			err = jetstore.ErrNotFound
-		} else {
-			cur, rev, err = d.store.GetStatus(ctx, c.InstanceID)
+		if attempt == 0 {
+			// Most starts are of new IDs: create the record without
+			// reading it first. An ID in use (or a key left behind) is
+			// a conflict here, and the next attempt reads and decides.
+			nrev, err := d.store.CreateNewStatus(ctx, st)
+			if err == nil {
+				return d.publishStart(ctx, st, nrev)
+			}
+			if !errors.Is(err, jetstore.ErrConflict) {
+				return err
+			}
+			continue
 		}
+		cur, rev, err = d.store.GetStatus(ctx, c.InstanceID)
 		switch {
 		case errors.Is(err, jetstore.ErrNotFound):
 			rev = 0
@@ -488,7 +497,7 @@ func (d *Dispatcher) restart(ctx context.Context, c *messages.Command) (string, 
 	if c.NewID {
 		start.InstanceID = messages.NewID()
 	}
-	return start.InstanceID, d.start(ctx, start, c.NewID)
+	return start.InstanceID, d.start(ctx, start)
 }
 
 // purge deletes the history and status of a finished instance.

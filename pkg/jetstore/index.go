@@ -144,7 +144,7 @@ func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages
 		return 0, 0, nil
 	}
 	tok := messages.Token(st.InstanceID)
-	b, err := msgpack.Marshal(&indexEntry{CreatedAt: st.CreatedAt, Name: st.Name})
+	b, err := indexEntryOf(st)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -176,11 +176,23 @@ func (s *Store) dropIndex(ctx context.Context, tok string, prev, now messages.Ru
 	if from == nil || from == s.index[now] || rev == 0 {
 		return
 	}
-	if from.markers {
-		_ = from.kv.Purge(ctx, tok, jetstream.LastRevision(rev), jetstream.PurgeTTL(indexMarkerTTL))
+	from.remove(ctx, tok, rev)
+}
+
+// remove removes key tok if its latest version is rev: with a purge marker
+// that expires where the bucket allows it, else with a stream purge of
+// the versions up to rev.
+func (b *indexBucket) remove(ctx context.Context, tok string, rev uint64) {
+	if b.markers {
+		_ = b.kv.Purge(ctx, tok, jetstream.LastRevision(rev), jetstream.PurgeTTL(indexMarkerTTL))
 		return
 	}
-	_ = from.stream.Purge(ctx, jetstream.WithPurgeSubject(from.subj+tok), jetstream.WithPurgeSequence(rev+1))
+	_ = b.stream.Purge(ctx, jetstream.WithPurgeSubject(b.subj+tok), jetstream.WithPurgeSequence(rev+1))
+}
+
+// indexEntryOf encodes the index entry of st.
+func indexEntryOf(st *messages.Status) ([]byte, error) {
+	return msgpack.Marshal(&indexEntry{CreatedAt: st.CreatedAt, Name: st.Name})
 }
 
 // purgeIndex removes every version of the key of instance tok in the bucket of rs.

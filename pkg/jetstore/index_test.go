@@ -763,3 +763,42 @@ func TestProvisionUpgradesIndexBuckets(t *testing.T) {
 		t.Errorf("listed %v as Running, want [before legacy]", ids)
 	}
 }
+
+// TestCreateNewStatus: a new ID gets its record and its index key without
+// a read. An ID in use is a conflict that changes nothing: an active
+// instance keeps its index entry (its own created time), and a finished
+// one is left without a Pending key.
+func TestCreateNewStatus(t *testing.T) {
+	ctx := context.Background()
+	s, js := open(t)
+	fresh := record("fresh", messages.StatusPending, t0, "")
+	rev, err := s.CreateNewStatus(ctx, fresh)
+	if err != nil || rev == 0 {
+		t.Fatalf("new ID: revision %d, %v", rev, err)
+	}
+	if h := s.Hint("fresh", rev); h.IndexRev == 0 || h.Status != messages.StatusPending {
+		t.Errorf("hint after CreateNewStatus: %+v, want Pending with the index key's revision", h)
+	}
+	create(t, s, record("active", messages.StatusRunning, t0, ""))
+	create(t, s, record("done", messages.StatusCompleted, t0, ""))
+	waitForMarkers(t, js)
+	for _, id := range []string{"fresh", "active", "done"} {
+		again := record(id, messages.StatusPending, t0.Add(time.Hour), "")
+		if _, err := s.CreateNewStatus(ctx, again); !errors.Is(err, jetstore.ErrConflict) {
+			t.Errorf("%s again: %v, want ErrConflict", id, err)
+		}
+	}
+	waitForMarkers(t, js)
+	if keys := indexKeys(t, js); !slices.Equal(keys, []string{"Completed.done", "Pending.active", "Pending.fresh"}) {
+		t.Errorf("index keys %v, want [Completed.done Pending.active Pending.fresh]", keys)
+	}
+	ids, _ := listAll(t, s, jetstore.ListFilter{CreatedTo: t0}, 10)
+	if !slices.Equal(sorted(ids), []string{"active", "done", "fresh"}) {
+		t.Errorf("listed by created time %v: a conflicting start changed an index entry", ids)
+	}
+	for _, id := range []string{"fresh", "active", "done"} {
+		if st, _, err := s.GetStatus(ctx, id); err != nil || !st.CreatedAt.Equal(t0) {
+			t.Errorf("%s after the conflicting start: %+v, %v", id, st, err)
+		}
+	}
+}

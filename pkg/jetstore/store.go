@@ -261,6 +261,49 @@ func newer(a, b *messages.Status) bool {
 	return a.Episode > b.Episode
 }
 
+// CreateNewStatus creates the record of an instance that has neither a
+// record nor an index key, without reading anything first: it creates
+// the index key (where CreateStatus puts it), then the record. If either
+// exists it returns ErrConflict and writes nothing else, having removed
+// the index key it created; the caller then reads the record and decides,
+// as for any ID in use, and writes with CreateStatus.
+func (s *Store) CreateNewStatus(ctx context.Context, st *messages.Status) (uint64, error) {
+	st.V = messages.SchemaVersion
+	b, err := messages.Encode(st)
+	if err != nil {
+		return 0, err
+	}
+	key := messages.Token(st.InstanceID)
+	to := s.index[st.RuntimeStatus]
+	var indexRev uint64
+	if to != nil {
+		ent, err := indexEntryOf(st)
+		if err != nil {
+			return 0, err
+		}
+		indexRev, err = to.kv.Create(ctx, key, ent)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, ErrConflict
+		}
+		if err != nil {
+			return 0, fmt.Errorf("index status of %s: %w", st.InstanceID, err)
+		}
+	}
+	nrev, err := s.status.Create(ctx, key, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		if to != nil {
+			to.remove(ctx, key, indexRev)
+		}
+		return 0, ErrConflict
+	}
+	if err != nil {
+		// The index key may stay; List checks it against the record.
+		return 0, fmt.Errorf("create status of %s: %w", st.InstanceID, err)
+	}
+	s.known.set(key, StatusHint{Rev: nrev, Status: st.RuntimeStatus, IndexRev: indexRev})
+	return nrev, nil
+}
+
 // CreateStatus writes a new record only if the instance has none, or if
 // the one stored has revision rev (pass the revision of a finished run to
 // reuse its ID). It returns ErrConflict when another writer was first.

@@ -251,7 +251,11 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 	binaries(t)
 	srv := natstest.Start(t)
 	url := srv.URL()
-	startProc(t, "dispatcher", "--server", url, "-orchestrator-ack-wait", "2s", "-activity-ack-wait", "2s")
+	// An ack wait longer than the pause below (600 starts under -race on
+	// a loaded machine), since a message fetched before the pause waits
+	// it out; short enough that a message lost in the shutdown would be
+	// redelivered, and counted, before the test ends.
+	startProc(t, "dispatcher", "--server", url, "-orchestrator-ack-wait", "15s", "-activity-ack-wait", "15s")
 	nc, js := natstest.Connect(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -312,8 +316,8 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		t.Fatalf("every instance completed before the SIGTERM took effect")
 	}
 	t.Logf("SIGTERM with %d of %d completed", atStop, n)
-	// The next worker takes small batches too: the ack wait is 2 s, and
-	// work fetched but not yet run past it would be redelivered.
+	// The next worker takes small batches too, so that no work it fetched
+	// waits out the ack wait.
 	startProc(t, "worker", "--server", url, "-concurrency", "4", "-activity-concurrency", "4")
 	waitFor(t, 60*time.Second, "every instance to complete", func() bool { return completed() >= n })
 	for _, s := range []struct{ stream, consumer string }{
@@ -324,10 +328,16 @@ func TestSIGTERMRedeliversNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ci, err := cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Every message acked: one whose ack was lost would be pending
+		// until the ack wait redelivers it, and be counted below.
+		var ci *jetstream.ConsumerInfo
+		waitFor(t, 60*time.Second, s.stream+" acked", func() bool {
+			ci, err = cons.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ci.NumAckPending == 0
+		})
 		st, err := js.Stream(ctx, s.stream)
 		if err != nil {
 			t.Fatal(err)
