@@ -23,27 +23,30 @@ const floorWindow = 256
 // pulled by a durable consumer and acknowledged, with the storage and
 // sync setting of the run; and the latency of one synchronous publish.
 func (e *env) floor(ctx context.Context) []Result {
+	failed := func(err error) []Result {
+		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+	}
 	storage := jetstream.FileStorage
 	if e.cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
 	pnc, _, err := e.connect("jetflow-bench-floor-pub")
 	if err != nil {
-		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+		return failed(err)
 	}
 	defer pnc.Close()
 	pjs, err := jetstream.New(pnc, jetstream.WithPublishAsyncMaxPending(floorWindow))
 	if err != nil {
-		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+		return failed(err)
 	}
 	cnc, cjs, err := e.connect("jetflow-bench-floor-sub")
 	if err != nil {
-		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+		return failed(err)
 	}
 	defer cnc.Close()
 	stream, err := pjs.CreateStream(ctx, jetstream.StreamConfig{Name: floorStream, Subjects: []string{"jetflow-bench-floor.>"}, Storage: storage})
 	if err != nil {
-		return []Result{{Case: "publish, consume, ack", Errors: 1, Notes: []string{err.Error()}}}
+		return failed(err)
 	}
 	defer func() { _ = pjs.DeleteStream(context.WithoutCancel(ctx), floorStream) }()
 	payload := make([]byte, e.cfg.FloorPayload)

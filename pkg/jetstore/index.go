@@ -131,17 +131,17 @@ type indexEntry struct {
 
 // putIndex does step 1 for a record st replacing one in status prev
 // (StatusInvalid for none), whose key in the bucket of prev has revision
-// prevKey if known (0 if not). It puts the key of st's status, unless prev
-// is the same, and returns the revision of that key (prevKey if it is the
-// same status) and the revision of the key of prev to drop at step 3 (0 if
-// none), which it reads unless prevKey gives it.
+// prevKey if known (0 if not). It puts the key of st's status, unless
+// prev's key is in the same bucket, and returns the revision of that key
+// (prevKey if the bucket is the same) and the revision of the key of prev
+// to drop at step 3 (0 if none), which it reads unless prevKey gives it.
 func (s *Store) putIndex(ctx context.Context, st *messages.Status, prev messages.RuntimeStatus, prevKey uint64) (key, old uint64, err error) {
 	to := s.index[st.RuntimeStatus]
-	if prev == st.RuntimeStatus || to != nil && s.index[prev] == to {
-		return prevKey, 0, nil // the key stays where it is
-	}
 	if to == nil {
 		return 0, 0, nil
+	}
+	if s.index[prev] == to {
+		return prevKey, 0, nil // the key stays where it is
 	}
 	tok := messages.Token(st.InstanceID)
 	b, err := indexEntryOf(st)

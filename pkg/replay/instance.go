@@ -181,8 +181,9 @@ func (in *Instance) Step(now time.Time, incoming []messages.Event) (*Episode, er
 	c := in.ctx
 	c.replaying = false
 	// Events are OrchestratorStarted, the incoming events that apply, the
-	// actions, the final event and OrchestratorCompleted: room for all.
-	ep := &Episode{Events: make([]messages.Event, 1, len(incoming)+len(in.pendingOrder)+3)}
+	// actions, the final event and OrchestratorCompleted: room for a
+	// typical episode (one action per incoming event).
+	ep := &Episode{Events: make([]messages.Event, 1, 2*len(incoming)+3)}
 	ep.Events[0] = messages.Event{Type: messages.EventOrchestratorStarted, Timestamp: now}
 	prevNow := c.now
 	c.now = now
